@@ -1,0 +1,297 @@
+//! Pieces shared by the three kinds: credential references, the Secret template, conditions and
+//! the common part of every status.
+
+use crate::api::duration::Duration;
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of every kind.
+pub const GROUP: &str = "workspaceaccess.io";
+/// API version of every kind.
+pub const VERSION: &str = "v1alpha1";
+/// kubectl category shared by the three kinds (`kubectl get workspaceaccess`).
+pub const CATEGORY: &str = "workspaceaccess";
+/// Field manager for every write the operator makes.
+pub const FIELD_MANAGER: &str = "workspace-access-operator";
+/// Label key and value on everything the operator creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "workspace-access-operator";
+/// Label selector matching everything the operator creates.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=workspace-access-operator";
+/// Annotation with the token's expiry (RFC 3339) on Secrets the operator writes.
+pub const EXPIRES_AT_ANNOTATION: &str = "workspaceaccess.io/expires-at";
+/// Annotation with the time the operator plans to renew the token (RFC 3339).
+pub const RENEW_AT_ANNOTATION: &str = "workspaceaccess.io/renew-at";
+/// Annotation with the resource generation the Secret's token was obtained for.
+pub const GENERATION_ANNOTATION: &str = "workspaceaccess.io/generation";
+
+/// DNS subdomain name (Secret names).
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A key of a Secret's data.
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// A GUID such as an Azure subscription, tenant or client ID.
+pub const GUID_PATTERN: &str =
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+/// An Entra tenant: a GUID or a verified domain name such as `contoso.onmicrosoft.com`.
+pub const TENANT_PATTERN: &str = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)+)$";
+/// An absolute http(s) URL without spaces (the endpoint policy decides which are allowed).
+pub const URL_PATTERN: &str = r"^https?://[^\s/?#@]+(/[^\s]*)?$";
+
+/// Reference to one key of a Secret in the resource's own namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret. It must be in the same namespace as this resource; references to
+    /// other namespaces are not possible.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+    /// Key in the Secret's data that holds the value.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// The Azure cloud whose login and resource-manager hosts are used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum AzureCloud {
+    /// Azure public cloud (`login.microsoftonline.com`, `management.azure.com`).
+    #[default]
+    AzurePublic,
+    /// Azure US Government (`login.microsoftonline.us`, `management.usgovcloudapi.net`).
+    #[serde(rename = "AzureUSGovernment")]
+    AzureUsGovernment,
+    /// Azure operated by 21Vianet in China (`login.chinacloudapi.cn`, `management.chinacloudapi.cn`).
+    AzureChina,
+}
+
+/// Microsoft Entra ID credentials: a service principal with a client secret, or the operator
+/// pod's workload identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.clientSecretRef) != (has(self.workloadIdentity) && self.workloadIdentity)",
+    "message": "set exactly one of clientSecretRef or workloadIdentity: true"
+}]))]
+pub struct AzureCredentials {
+    /// Microsoft Entra tenant: its GUID or a verified domain (e.g. contoso.onmicrosoft.com).
+    #[schemars(length(max = 253), regex(pattern = TENANT_PATTERN))]
+    pub tenant_id: String,
+    /// Application (client) ID of the service principal or managed identity (a GUID).
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub client_id: String,
+    /// Secret key holding the service principal's client secret, in this namespace. Exactly one
+    /// of clientSecretRef and workloadIdentity is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+    /// Use the operator pod's Azure workload identity (the federated token file named by
+    /// AZURE_FEDERATED_TOKEN_FILE) instead of a client secret. Allowed only in namespaces the
+    /// operator's --pod-identity-namespace flag lists; elsewhere the resource is not Ready with
+    /// reason PodIdentityNotAllowed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workload_identity: bool,
+    /// Azure cloud: AzurePublic (default), AzureUSGovernment or AzureChina. Chooses the login
+    /// host, the resource-manager host and the token scopes.
+    #[serde(default)]
+    pub cloud: AzureCloud,
+    /// Overrides the Entra login host (e.g. https://login.microsoftonline.com). Must pass the
+    /// operator's endpoint policy; empty means the cloud's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^$|^https?://[^\s/?#@]+/?$"))]
+    pub authority_host: Option<String>,
+}
+
+/// Where Azure credentials come from, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AzureCredentialSource {
+    /// A client secret read from a Secret in the resource's namespace.
+    ClientSecret(SecretKeyRef),
+    /// The operator pod's federated workload identity token.
+    WorkloadIdentity,
+}
+
+impl AzureCredentials {
+    /// The credential source, or why the pair of fields is inconsistent.
+    pub fn source(&self) -> Result<AzureCredentialSource, String> {
+        match (&self.client_secret_ref, self.workload_identity) {
+            (Some(r), false) => Ok(AzureCredentialSource::ClientSecret(r.clone())),
+            (None, true) => Ok(AzureCredentialSource::WorkloadIdentity),
+            (Some(_), true) => {
+                Err("azure: set either clientSecretRef or workloadIdentity: true, not both".into())
+            }
+            (None, false) => Err(
+                "azure: set clientSecretRef (a Secret in this namespace) or workloadIdentity: true"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The authority host override, if one is set (an empty string means none).
+    pub fn authority_host_override(&self) -> Option<&str> {
+        self.authority_host.as_deref().filter(|h| !h.is_empty())
+    }
+}
+
+/// Reference to an Alibaba Cloud AccessKey pair (and optional STS token) in a Secret of this
+/// namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyRef {
+    /// Name of the Secret, in the same namespace as this resource.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+    /// Key holding the AccessKey ID (default accessKeyId).
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    pub access_key_id_key: String,
+    /// Key holding the AccessKey secret (default accessKeySecret).
+    #[serde(default = "default_access_key_secret_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    pub access_key_secret_key: String,
+    /// Key holding an STS security token, for temporary credentials; empty or absent for a
+    /// long-lived AccessKey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = r"^$|^[-._a-zA-Z0-9]+$"))]
+    pub security_token_key: Option<String>,
+}
+
+fn default_access_key_id_key() -> String {
+    "accessKeyId".into()
+}
+fn default_access_key_secret_key() -> String {
+    "accessKeySecret".into()
+}
+
+impl AccessKeyRef {
+    /// The security-token key, if one is set (an empty string means none).
+    pub fn security_token_key(&self) -> Option<&str> {
+        self.security_token_key.as_deref().filter(|k| !k.is_empty())
+    }
+}
+
+/// Alibaba Cloud credentials: an AccessKey from a Secret, or the operator pod's RRSA identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.accessKeyRef) != (has(self.rrsa) && self.rrsa)",
+    "message": "set exactly one of accessKeyRef or rrsa: true"
+}]))]
+pub struct AlibabaCredentials {
+    /// Secret in this namespace holding an AccessKey pair. Exactly one of accessKeyRef and rrsa
+    /// is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_ref: Option<AccessKeyRef>,
+    /// Use the operator pod's RRSA OIDC token (STS AssumeRoleWithOIDC with the role in
+    /// ALIBABA_CLOUD_ROLE_ARN). Allowed only in namespaces the operator's
+    /// --pod-identity-namespace flag lists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rrsa: bool,
+}
+
+/// Where Alibaba Cloud credentials come from, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AlibabaCredentialSource {
+    /// An AccessKey (and optional STS token) read from a Secret in the resource's namespace.
+    AccessKey(AccessKeyRef),
+    /// The operator pod's RRSA identity.
+    Rrsa,
+}
+
+impl AlibabaCredentials {
+    /// The credential source, or why the pair of fields is inconsistent.
+    pub fn source(&self) -> Result<AlibabaCredentialSource, String> {
+        match (&self.access_key_ref, self.rrsa) {
+            (Some(r), false) => Ok(AlibabaCredentialSource::AccessKey(r.clone())),
+            (None, true) => Ok(AlibabaCredentialSource::Rrsa),
+            (Some(_), true) => {
+                Err("alibaba: set either accessKeyRef or rrsa: true, not both".into())
+            }
+            (None, false) => {
+                Err("alibaba: set accessKeyRef (a Secret in this namespace) or rrsa: true".into())
+            }
+        }
+    }
+}
+
+/// Extra metadata and type for the Secret the operator writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Secret type (default Opaque).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub type_: Option<String>,
+    /// Labels added to the Secret. The managed-by label can't be overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to the Secret. The operator's own workspaceaccess.io/ annotations
+    /// can't be overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A condition in the Kubernetes convention.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type; the operator sets Ready.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    /// Machine-readable reason in CamelCase, e.g. Synced, InvalidSpec, Throttled.
+    pub reason: String,
+    /// Human-readable detail. Never contains a secret value.
+    pub message: String,
+    /// The resource generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When status last changed between True, False and Unknown.
+    pub last_transition_time: Timestamp,
+}
+
+/// Status fields every kind has.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonStatus {
+    /// The generation of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions; Ready is True when the Secret or inventory is current for this generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the operator last obtained data from the provider that it wrote here or into the
+    /// Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Timestamp>,
+    /// When the operator plans to contact the provider next (renewal, refresh or retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Timestamp>,
+}
+
+impl CommonStatus {
+    /// The Ready condition, if set.
+    pub fn ready(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == "Ready")
+    }
+}
+
+/// Status types that carry a [`CommonStatus`].
+pub trait HasCommonStatus {
+    /// The common part.
+    fn common(&self) -> &CommonStatus;
+    /// The common part, mutable.
+    fn common_mut(&mut self) -> &mut CommonStatus;
+}
+
+/// Parameters of the Secret a token kind writes.
+pub trait TokenSecretSpec {
+    /// `spec.secretName`, if set.
+    fn secret_name(&self) -> Option<&str>;
+    /// `spec.secretTemplate`, if set.
+    fn secret_template(&self) -> Option<&SecretTemplate>;
+    /// `spec.renewBefore`, if set.
+    fn renew_before(&self) -> Option<&Duration>;
+}

@@ -1,0 +1,202 @@
+//! `LivyToken`: an Alibaba Cloud EMR Serverless Spark Livy compute token in a Secret.
+
+// kube's `printcolumn(...)` attributes repeat `type_ = ...`, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use crate::api::common::*;
+use crate::api::duration::Duration;
+use jiff::Timestamp;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Pattern of an Alibaba Cloud region ID such as cn-hangzhou or ap-southeast-1.
+pub const REGION_PATTERN: &str = r"^[a-z]{2,}(-[a-z0-9]+)+$";
+/// Pattern of EMR Serverless Spark IDs (workspace, Livy compute, token): letters, digits, - and _.
+pub const ALIBABA_ID_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$";
+/// Pattern of a managed token's name.
+pub const TOKEN_NAME_PATTERN: &str = r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
+
+/// Keeps an Alibaba Cloud EMR Serverless Spark Livy Gateway token in a Secret: an existing token
+/// read by ID, or a token the operator creates, rotates before expiry and deletes.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "workspaceaccess.io",
+    version = "v1alpha1",
+    kind = "LivyToken",
+    namespaced,
+    status = "LivyTokenStatus",
+    shortname = "livytoken",
+    category = "workspaceaccess",
+    doc = "Keeps an Alibaba Cloud EMR Serverless Spark Livy Gateway token in a Secret: an existing token read by ID, or a token the operator creates, rotates and deletes.",
+    printcolumn(
+        name = "Livy Compute",
+        type_ = "string",
+        json_path = ".spec.livyComputeId"
+    ),
+    printcolumn(name = "Token", type_ = "string", json_path = ".status.tokenId"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.tokenId) != has(self.managed)",
+    "message": "set exactly one of tokenId (read an existing token) or managed (the operator creates and rotates the token)"
+}]))]
+pub struct LivyTokenSpec {
+    /// Alibaba Cloud region of the workspace, e.g. cn-hangzhou.
+    #[schemars(length(max = 64), regex(pattern = REGION_PATTERN))]
+    pub region_id: String,
+    /// EMR Serverless Spark workspace ID (workspaceBizId), e.g. w-8adde60aa809701f.
+    #[schemars(regex(pattern = ALIBABA_ID_PATTERN))]
+    pub workspace_id: String,
+    /// Livy Gateway (Livy compute) ID, e.g. lc-6mkvn01zrg8rqhhv.
+    #[schemars(regex(pattern = ALIBABA_ID_PATTERN))]
+    pub livy_compute_id: String,
+    /// EMR Serverless Spark endpoint. Default:
+    /// https://emr-serverless-spark.<regionId>.aliyuncs.com. Must pass the operator's endpoint
+    /// policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = URL_PATTERN))]
+    pub endpoint: Option<String>,
+    /// ID of an existing token to read (GetLivyComputeToken). Exactly one of tokenId and
+    /// managed is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ALIBABA_ID_PATTERN))]
+    pub token_id: Option<String>,
+    /// Let the operator create the token, rotate it before it expires (new token, Secret
+    /// updated, old token deleted after gracePeriod) and delete it when this resource is
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedLivyToken>,
+    /// Alibaba Cloud credentials used to sign the requests.
+    pub alibaba: AlibabaCredentials,
+    /// Name of the Secret to write, in this namespace (default: the resource's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub secret_name: Option<String>,
+    /// Reference mode: how often the token is re-read even before it expires, so that a token
+    /// changed outside the cluster reaches the Secret (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<Duration>,
+    /// How long before expiry the token is renewed (default: 10% of its lifetime, at least 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before: Option<Duration>,
+    /// Type, labels and annotations merged onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// A token whose whole life the operator manages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedLivyToken {
+    /// Name given to the tokens the operator creates. Default: derived from the resource's
+    /// namespace, name and UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TOKEN_NAME_PATTERN))]
+    pub name: Option<String>,
+    /// Days until a created token expires (autoExpireConfiguration.expireDays; default 7).
+    #[serde(default = "default_expire_days")]
+    #[schemars(range(min = 1, max = 365))]
+    pub expire_days: i32,
+    /// How long a replaced token stays valid after the Secret holds its successor, so that pods
+    /// reading the Secret pick up the new token (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<Duration>,
+}
+
+fn default_expire_days() -> i32 {
+    7
+}
+
+/// Which Livy token the resource follows, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LivyTokenMode {
+    /// Read the existing token with this ID.
+    Reference {
+        /// The token ID.
+        token_id: String,
+    },
+    /// The operator owns the token's whole life.
+    Managed(ManagedLivyToken),
+}
+
+impl LivyTokenSpec {
+    /// The mode, or why `tokenId` / `managed` are inconsistent.
+    pub fn mode(&self) -> Result<LivyTokenMode, String> {
+        match (&self.token_id, &self.managed) {
+            (Some(id), None) => Ok(LivyTokenMode::Reference {
+                token_id: id.clone(),
+            }),
+            (None, Some(m)) => Ok(LivyTokenMode::Managed(m.clone())),
+            (Some(_), Some(_)) => Err("set either tokenId or managed, not both".into()),
+            (None, None) => Err(
+                "set tokenId (read an existing token) or managed (the operator creates the token)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Observed state of a LivyToken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LivyTokenStatus {
+    /// ID of the token in the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Name of the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_name: Option<String>,
+    /// Who created the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// When the token was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<Timestamp>,
+    /// When the token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// When the token was last used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_time: Option<Timestamp>,
+    /// Name of the Secret holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Conditions, observed generation and sync times.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+}
+
+impl HasCommonStatus for LivyTokenStatus {
+    fn common(&self) -> &CommonStatus {
+        &self.common
+    }
+    fn common_mut(&mut self) -> &mut CommonStatus {
+        &mut self.common
+    }
+}
+
+impl TokenSecretSpec for LivyTokenSpec {
+    fn secret_name(&self) -> Option<&str> {
+        self.secret_name.as_deref()
+    }
+    fn secret_template(&self) -> Option<&SecretTemplate> {
+        self.secret_template.as_ref()
+    }
+    fn renew_before(&self) -> Option<&Duration> {
+        self.renew_before.as_ref()
+    }
+}

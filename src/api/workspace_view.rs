@@ -1,0 +1,311 @@
+//! `WorkspaceView`: an inventory of Microsoft Fabric workspaces or DataRobot notebook roles in
+//! `.status`.
+
+// kube's `printcolumn(...)` attributes repeat `type_ = ...`, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use crate::api::common::*;
+use crate::api::duration::Duration;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default `spec.maxItems`.
+pub const DEFAULT_MAX_ITEMS: i32 = 500;
+/// Largest `spec.maxItems` accepted.
+pub const MAX_MAX_ITEMS: i32 = 2000;
+/// Pattern of a DataRobot ID (notebook, use case, user).
+pub const DATAROBOT_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
+/// Lists Microsoft Fabric workspaces (and their role assignments) or DataRobot notebook shared
+/// roles into .status, refreshed every refreshInterval.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "workspaceaccess.io",
+    version = "v1alpha1",
+    kind = "WorkspaceView",
+    namespaced,
+    status = "WorkspaceViewStatus",
+    shortname = "wsv",
+    category = "workspaceaccess",
+    doc = "Lists Microsoft Fabric workspaces (and their role assignments) or DataRobot notebook shared roles into .status, kept current.",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
+    printcolumn(name = "Count", type_ = "integer", json_path = ".status.count"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.fabric) != has(self.dataRobot)",
+    "message": "set exactly one of fabric or dataRobot"
+}]))]
+pub struct WorkspaceViewSpec {
+    /// How often the inventory is re-read from the provider (default 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<Duration>,
+    /// Most entries kept in .status (default 500, at most 2000). count always tells the total.
+    #[serde(default = "default_max_items")]
+    #[schemars(range(min = 1, max = 2000))]
+    pub max_items: i32,
+    /// List Microsoft Fabric workspaces. Exactly one of fabric and dataRobot is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric: Option<FabricSource>,
+    /// List DataRobot notebooks' shared roles. Exactly one of fabric and dataRobot is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_robot: Option<DataRobotSource>,
+}
+
+fn default_max_items() -> i32 {
+    DEFAULT_MAX_ITEMS
+}
+
+/// A Fabric workspace role.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum FabricRole {
+    /// Admin.
+    Admin,
+    /// Member.
+    Member,
+    /// Contributor.
+    Contributor,
+    /// Viewer.
+    Viewer,
+}
+
+/// Microsoft Fabric `GET /v1/workspaces`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FabricSource {
+    /// Only workspaces where the principal has one of these roles (Fabric's roles filter).
+    /// Default: all workspaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
+    pub roles: Option<Vec<FabricRole>>,
+    /// Also list each workspace's role assignments (needs Member or higher in the workspace).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_role_assignments: bool,
+    /// Fabric API endpoint (default https://api.fabric.microsoft.com). Must pass the operator's
+    /// endpoint policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = URL_PATTERN))]
+    pub endpoint: Option<String>,
+    /// Microsoft Entra credentials used to call Fabric.
+    pub azure: AzureCredentials,
+}
+
+/// How the DataRobot API token is presented in the Authorization header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DataRobotAuthScheme {
+    /// `Authorization: Token <key>`, as the official client sends API keys (default).
+    #[default]
+    Token,
+    /// `Authorization: Bearer <token>`, for DataRobot OAuth access tokens.
+    Bearer,
+}
+
+/// DataRobot notebooks' shared roles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.notebookIds) != has(self.selector)",
+    "message": "set exactly one of notebookIds or selector"
+}]))]
+pub struct DataRobotSource {
+    /// DataRobot API base URL (default https://app.datarobot.com/api/v2). Must pass the
+    /// operator's endpoint policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = URL_PATTERN))]
+    pub endpoint: Option<String>,
+    /// Notebook IDs to report. Exactly one of notebookIds and selector is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10000), inner(regex(pattern = DATAROBOT_ID_PATTERN)))]
+    pub notebook_ids: Option<Vec<String>>,
+    /// Discover notebooks with GET /notebooks/ instead of listing IDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<NotebookSelector>,
+    /// Secret key holding the DataRobot API token, in this namespace.
+    pub api_token_ref: SecretKeyRef,
+    /// Authorization scheme: Token (API keys, the default) or Bearer (OAuth access tokens).
+    #[serde(default)]
+    pub auth_scheme: DataRobotAuthScheme,
+}
+
+/// Filters for discovering DataRobot notebooks (all optional; combined with AND).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotebookSelector {
+    /// Only notebooks of this use case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATAROBOT_ID_PATTERN))]
+    pub use_case_id: Option<String>,
+    /// Only notebooks owned by these user IDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(regex(pattern = DATAROBOT_ID_PATTERN)))]
+    pub owners: Option<Vec<String>>,
+    /// Only notebooks with these tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 256)))]
+    pub tags: Option<Vec<String>>,
+    /// Only notebooks matching this text query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub query: Option<String>,
+}
+
+/// Which inventory the view lists, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InventorySource {
+    /// Fabric workspaces.
+    Fabric(FabricSource),
+    /// DataRobot notebook roles.
+    DataRobot(DataRobotSource),
+}
+
+/// Which DataRobot notebooks, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotebookSelection {
+    /// These IDs.
+    Ids(Vec<String>),
+    /// Notebooks discovered with this selector.
+    Selector(NotebookSelector),
+}
+
+impl WorkspaceViewSpec {
+    /// The inventory source, or why `fabric` / `dataRobot` are inconsistent.
+    pub fn source(&self) -> Result<InventorySource, String> {
+        match (&self.fabric, &self.data_robot) {
+            (Some(f), None) => Ok(InventorySource::Fabric(f.clone())),
+            (None, Some(d)) => Ok(InventorySource::DataRobot(d.clone())),
+            (Some(_), Some(_)) => Err("set either fabric or dataRobot, not both".into()),
+            (None, None) => Err("set fabric or dataRobot".into()),
+        }
+    }
+}
+
+impl DataRobotSource {
+    /// The notebook selection, or why `notebookIds` / `selector` are inconsistent.
+    pub fn selection(&self) -> Result<NotebookSelection, String> {
+        match (&self.notebook_ids, &self.selector) {
+            (Some(ids), None) => Ok(NotebookSelection::Ids(ids.clone())),
+            (None, Some(s)) => Ok(NotebookSelection::Selector(s.clone())),
+            (Some(_), Some(_)) => {
+                Err("dataRobot: set either notebookIds or selector, not both".into())
+            }
+            (None, None) => Err("dataRobot: set notebookIds or selector".into()),
+        }
+    }
+}
+
+/// Observed state of a WorkspaceView.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceViewStatus {
+    /// Fabric or DataRobot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Total number of entries found, even when more than maxItems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// True when more than maxItems entries were found and only the first maxItems (by id)
+    /// are listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Fabric workspaces, sorted by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<FabricWorkspace>,
+    /// DataRobot notebooks and their shared roles, sorted by notebook id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notebooks: Vec<NotebookRoles>,
+    /// Conditions, observed generation and sync times.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+}
+
+/// A Fabric workspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FabricWorkspace {
+    /// Workspace ID.
+    pub id: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Workspace type as Fabric reports it (Personal, Workspace, AdminWorkspace, ...).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// ID of the capacity the workspace is assigned to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_id: Option<String>,
+    /// Role assignments (with includeRoleAssignments), sorted by principal id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_assignments: Option<Vec<FabricRoleAssignment>>,
+}
+
+/// A principal's role in a Fabric workspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FabricRoleAssignment {
+    /// ID of the principal.
+    pub principal_id: String,
+    /// Principal type as Fabric reports it (User, ServicePrincipal, Group, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_type: Option<String>,
+    /// Display name of the principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Role as Fabric reports it (Admin, Member, Contributor, Viewer, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// A DataRobot notebook's shared roles.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotebookRoles {
+    /// Notebook ID.
+    pub notebook_id: String,
+    /// Who has which role, sorted by recipient id.
+    #[serde(default)]
+    pub roles: Vec<NotebookSharedRole>,
+}
+
+/// One recipient's role on a DataRobot notebook.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotebookSharedRole {
+    /// ID of the recipient.
+    pub id: String,
+    /// Name of the recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Role as DataRobot reports it (OWNER, EDITOR, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Recipient type (user, group, organization, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_recipient_type: Option<String>,
+}
+
+impl HasCommonStatus for WorkspaceViewStatus {
+    fn common(&self) -> &CommonStatus {
+        &self.common
+    }
+    fn common_mut(&mut self) -> &mut CommonStatus {
+        &mut self.common
+    }
+}

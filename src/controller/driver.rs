@@ -1,0 +1,296 @@
+//! The reconcile driver shared by every kind.
+
+use crate::api::common::HasCommonStatus;
+use crate::controller::error::{Error, Reason, Retry};
+use crate::controller::schedule::{duration_between, retry_delay};
+use crate::controller::status::{ready_transitioned, set_ready, write_status};
+use crate::controller::{Context, ManagedKind};
+use crate::providers::error::clip;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Longest time between two reconciliations of a healthy resource. Between provider calls the
+/// reconciliation is a cheap check (cached Secret metadata, no write), and it repairs anything
+/// a missed watch event left behind, e.g. a deleted Secret.
+pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// Shortest requeue, so a renewal time in the past can't spin.
+pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
+/// What a successful sync produced.
+#[derive(Clone, Debug)]
+pub struct Synced<S> {
+    /// The desired status. The driver fills in `observedGeneration`, the Ready condition and
+    /// `nextSyncTime`; the kind fills in everything else (start from the current status to keep
+    /// fields this sync didn't touch).
+    pub status: S,
+    /// Message of the Ready=True condition, e.g. "token valid until ...". Never a secret.
+    pub message: String,
+    /// When the provider is to be contacted next (renewal, refresh).
+    pub next_sync: Timestamp,
+    /// When data was obtained from the provider in this sync; `None` when nothing was fetched
+    /// (the previous `lastSyncTime` is kept).
+    pub last_sync: Option<Timestamp>,
+    /// Note of a Normal event to publish, for things worth telling (a token minted).
+    pub event: Option<String>,
+}
+
+/// What `workspace-access-operator preview` shows for a resource: the status a sync would
+/// write and the Secret it would write (key names only).
+#[derive(Clone, Debug)]
+pub struct Preview<S> {
+    /// The status the sync would write (without conditions).
+    pub status: S,
+    /// Message of the Ready condition.
+    pub message: String,
+    /// Name of the Secret that would be written, for token kinds.
+    pub secret_name: Option<String>,
+    /// Keys of that Secret.
+    pub secret_keys: Vec<String>,
+}
+
+/// A kind's reconciliation logic.
+#[async_trait]
+pub trait Reconciler: ManagedKind {
+    /// Finalizer for kinds with provider-side state to delete with the resource.
+    const FINALIZER: Option<&'static str> = None;
+
+    /// Brings the world in line with the spec and returns the desired status.
+    async fn sync(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Synced<Self::Status>, Error>;
+
+    /// Runs the provider side of a sync once without touching the cluster (no Secret or status
+    /// write, no provider-side state left behind), for `preview`.
+    async fn preview(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Preview<Self::Status>, Error>;
+
+    /// Deletes provider-side state when the resource is deleted (kinds with a finalizer).
+    async fn cleanup(_obj: Arc<Self>, _ctx: Arc<Context>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// The key failures are counted under.
+pub fn backoff_key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any(),
+        obj.uid().unwrap_or_default()
+    )
+}
+
+/// Reconciles one object: the function given to `Controller::run`.
+pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconcile_started(K::KIND);
+    let result = match K::FINALIZER {
+        None => sync_and_report(obj, ctx.clone()).await,
+        Some(name) => {
+            let api: Api<K> =
+                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+            let c = ctx.clone();
+            finalizer(&api, name, obj, |event| async move {
+                match event {
+                    FinalizerEvent::Apply(o) => sync_and_report(o, c).await,
+                    FinalizerEvent::Cleanup(o) => cleanup_and_report(o, c).await,
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+                kube::runtime::finalizer::Error::AddFinalizer(e)
+                | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+                other => Error::InvalidSpec(other.to_string()),
+            })
+        }
+    };
+    ctx.metrics.reconcile_finished(K::KIND, started.elapsed());
+    result
+}
+
+/// Requeue policy for errors that escaped the driver (the API server failing a status write):
+/// capped exponential backoff.
+pub fn error_policy<K: Reconciler>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = backoff_key(obj.as_ref());
+    let failures = ctx.backoff.failed(&key);
+    let delay = retry_delay(
+        failures,
+        None,
+        ctx.settings.base_backoff,
+        ctx.settings.max_backoff,
+        &key,
+    );
+    ctx.metrics.failure(K::KIND, err.reason().as_str());
+    warn!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+          error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn sync_and_report<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = ctx.now();
+    match K::sync(obj.clone(), ctx.clone()).await {
+        Ok(synced) => report_success(&obj, &ctx, synced, now).await,
+        Err(err) => report_failure(&obj, &ctx, err, now).await,
+    }
+}
+
+async fn cleanup_and_report<K: Reconciler>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let now = ctx.now();
+    match K::cleanup(obj.clone(), ctx.clone()).await {
+        Ok(()) => {
+            ctx.backoff.reset(&backoff_key(obj.as_ref()));
+            Ok(Action::await_change())
+        }
+        Err(err) => {
+            // Report, then fail so the finalizer stays and the cleanup is retried.
+            let _ = report_failure(&obj, &ctx, clone_for_report(&err), now).await;
+            Err(err)
+        }
+    }
+}
+
+/// Errors aren't Clone (kube::Error isn't); rebuild one with the same reason and message.
+fn clone_for_report(err: &Error) -> Error {
+    let msg = format!("deleting: {}", err.message());
+    match err {
+        Error::Provider(p) => {
+            let mut p = p.clone();
+            p.message = format!("deleting: {}", p.message);
+            Error::Provider(p)
+        }
+        Error::CredentialsNotFound(_) => Error::CredentialsNotFound(msg),
+        Error::PodIdentityNotAllowed(_) => Error::PodIdentityNotAllowed(msg),
+        Error::SecretConflict(_) => Error::SecretConflict(msg),
+        _ => Error::InvalidSpec(msg),
+    }
+}
+
+async fn report_success<K: Reconciler>(
+    obj: &Arc<K>,
+    ctx: &Arc<Context>,
+    synced: Synced<K::Status>,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    ctx.backoff.reset(&backoff_key(obj.as_ref()));
+    let generation = obj.meta().generation;
+    let current = obj.status();
+    let mut status = synced.status;
+    let mut conditions = current
+        .map(|s| s.common().conditions.clone())
+        .unwrap_or_default();
+    set_ready(
+        &mut conditions,
+        true,
+        Reason::Synced,
+        &synced.message,
+        generation,
+        now,
+    );
+    let common = status.common_mut();
+    common.conditions = conditions;
+    common.observed_generation = generation;
+    common.next_sync_time = Some(synced.next_sync);
+    common.last_sync_time = synced
+        .last_sync
+        .or_else(|| current.and_then(|s| s.common().last_sync_time));
+    let transitioned = ready_transitioned(current, &status);
+    let wrote = write_status(&ctx.client, obj.as_ref(), &status, &ctx.metrics).await?;
+    if let Some(note) = synced.event {
+        publish(ctx, obj.as_ref(), EventType::Normal, Reason::Synced, &note).await;
+    } else if transitioned {
+        publish(
+            ctx,
+            obj.as_ref(),
+            EventType::Normal,
+            Reason::Synced,
+            &synced.message,
+        )
+        .await;
+    }
+    debug!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+           wrote_status = wrote, next_sync = %synced.next_sync, "reconciled");
+    let wait = duration_between(now, synced.next_sync).clamp(MIN_REQUEUE, MAX_REQUEUE);
+    Ok(Action::requeue(wait))
+}
+
+async fn report_failure<K: Reconciler>(
+    obj: &Arc<K>,
+    ctx: &Arc<Context>,
+    err: Error,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let key = backoff_key(obj.as_ref());
+    let reason = err.reason();
+    let message = err.message();
+    let delay = match err.retry() {
+        Retry::OnSpecChange => None,
+        Retry::Backoff(retry_after) => {
+            let failures = ctx.backoff.failed(&key);
+            Some(retry_delay(
+                failures,
+                retry_after,
+                ctx.settings.base_backoff,
+                ctx.settings.max_backoff,
+                &key,
+            ))
+        }
+    };
+    ctx.metrics.failure(K::KIND, reason.as_str());
+    let generation = obj.meta().generation;
+    let current = obj.status();
+    // Start from the current status: the last good token data or inventory stays in place.
+    let mut status = current.cloned().unwrap_or_default();
+    let common = status.common_mut();
+    set_ready(
+        &mut common.conditions,
+        false,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    common.observed_generation = generation;
+    common.next_sync_time = delay.map(|d| crate::controller::schedule::add(now, d));
+    let transitioned = ready_transitioned(current, &status);
+    write_status(&ctx.client, obj.as_ref(), &status, &ctx.metrics).await?;
+    if transitioned {
+        publish(ctx, obj.as_ref(), EventType::Warning, reason, &message).await;
+    }
+    info!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+          reason = reason.as_str(), message = %message, retry_in = ?delay, "not ready");
+    Ok(match delay {
+        Some(d) => Action::requeue(d.max(MIN_REQUEUE)),
+        None => Action::await_change(),
+    })
+}
+
+/// Publishes an event; a failure to publish is logged, not fatal.
+async fn publish<K: ManagedKind>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: Reason,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.as_str().into(),
+        note: Some(clip(note, 1000)),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        Ok(()) => ctx.metrics.write(K::KIND, "event"),
+        Err(e) => debug!(error = %e, "could not publish event"),
+    }
+}

@@ -1,0 +1,175 @@
+//! Reconcile errors. Each knows its condition reason and whether (and when) to retry, which
+//! drives both the Ready condition and the requeue.
+
+use crate::providers::endpoint::EndpointError;
+use crate::providers::error::{ProviderError, ProviderErrorKind};
+use std::{fmt, time::Duration};
+
+/// Reasons of the Ready condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The Secret / inventory is current.
+    Synced,
+    /// The spec is invalid; fix it.
+    InvalidSpec,
+    /// A referenced Secret or key does not exist.
+    CredentialsNotFound,
+    /// Pod identity was requested in a namespace the operator doesn't allow it for.
+    PodIdentityNotAllowed,
+    /// The endpoint is not allowed by the operator's endpoint policy.
+    EndpointNotAllowed,
+    /// The provider refused the credentials.
+    AuthenticationFailed,
+    /// The provider refused access.
+    Forbidden,
+    /// The named provider object does not exist.
+    NotFound,
+    /// The provider throttled the operator.
+    Throttled,
+    /// Any other provider failure.
+    ProviderError,
+    /// A Secret of that name exists and is not owned by this resource.
+    SecretConflict,
+    /// The provider integration for this kind is not built yet.
+    ProviderNotImplemented,
+    /// The Kubernetes API server refused or failed a request.
+    KubernetesError,
+}
+
+impl Reason {
+    /// The CamelCase string used in conditions, events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Synced => "Synced",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::CredentialsNotFound => "CredentialsNotFound",
+            Reason::PodIdentityNotAllowed => "PodIdentityNotAllowed",
+            Reason::EndpointNotAllowed => "EndpointNotAllowed",
+            Reason::AuthenticationFailed => "AuthenticationFailed",
+            Reason::Forbidden => "Forbidden",
+            Reason::NotFound => "NotFound",
+            Reason::Throttled => "Throttled",
+            Reason::ProviderError => "ProviderError",
+            Reason::SecretConflict => "SecretConflict",
+            Reason::ProviderNotImplemented => "ProviderNotImplemented",
+            Reason::KubernetesError => "KubernetesError",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing will change until the spec does (or the operator's configuration): wait for a
+    /// change of the resource.
+    OnSpecChange,
+    /// Retry with exponential backoff; at least this long if given (Retry-After).
+    Backoff(Option<Duration>),
+}
+
+/// Why a reconciliation did not end Ready.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec is invalid.
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// A referenced Secret or key is missing.
+    #[error("{0}")]
+    CredentialsNotFound(String),
+    /// Pod identity is not allowed here.
+    #[error("{0}")]
+    PodIdentityNotAllowed(String),
+    /// The endpoint policy refused the endpoint.
+    #[error(transparent)]
+    EndpointNotAllowed(#[from] EndpointError),
+    /// A provider call failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The Secret name is taken by a Secret this resource doesn't own.
+    #[error("{0}")]
+    SecretConflict(String),
+    /// The kind's provider integration is not built yet.
+    #[error("the {0} provider integration is not implemented yet; the spec is valid")]
+    NotImplemented(&'static str),
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// The condition reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::InvalidSpec(_) => Reason::InvalidSpec,
+            Error::CredentialsNotFound(_) => Reason::CredentialsNotFound,
+            Error::PodIdentityNotAllowed(_) => Reason::PodIdentityNotAllowed,
+            Error::EndpointNotAllowed(_) => Reason::EndpointNotAllowed,
+            Error::Provider(e) => match e.kind {
+                ProviderErrorKind::AuthenticationFailed => Reason::AuthenticationFailed,
+                ProviderErrorKind::Forbidden => Reason::Forbidden,
+                ProviderErrorKind::NotFound => Reason::NotFound,
+                ProviderErrorKind::Throttled => Reason::Throttled,
+                ProviderErrorKind::InvalidRequest
+                | ProviderErrorKind::Unavailable
+                | ProviderErrorKind::InvalidResponse => Reason::ProviderError,
+            },
+            Error::SecretConflict(_) => Reason::SecretConflict,
+            Error::NotImplemented(_) => Reason::ProviderNotImplemented,
+            Error::Kube(_) => Reason::KubernetesError,
+        }
+    }
+
+    /// Whether and when to retry. Only problems that need a spec (or operator configuration)
+    /// change wait for one; everything else, including refused credentials and missing
+    /// Secrets that someone may fix outside this resource, retries with capped backoff.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::InvalidSpec(_)
+            | Error::EndpointNotAllowed(_)
+            | Error::PodIdentityNotAllowed(_)
+            | Error::NotImplemented(_) => Retry::OnSpecChange,
+            Error::Provider(e) => Retry::Backoff(e.retry_after),
+            Error::CredentialsNotFound(_) | Error::SecretConflict(_) | Error::Kube(_) => {
+                Retry::Backoff(None)
+            }
+        }
+    }
+
+    /// The condition message: secret-free by construction (provider messages are built from
+    /// error codes and provider text, never from tokens or request contents).
+    pub fn message(&self) -> String {
+        crate::providers::error::clip(&self.to_string(), 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_retry() {
+        let e = Error::Provider(
+            ProviderError::new(ProviderErrorKind::Throttled, "slow down")
+                .with_retry_after(Some(Duration::from_secs(9))),
+        );
+        assert_eq!(e.reason(), Reason::Throttled);
+        assert_eq!(e.retry(), Retry::Backoff(Some(Duration::from_secs(9))));
+        assert_eq!(Error::InvalidSpec("x".into()).retry(), Retry::OnSpecChange);
+        assert_eq!(
+            Error::CredentialsNotFound("x".into()).retry(),
+            Retry::Backoff(None)
+        );
+        let e = Error::Provider(ProviderError::new(ProviderErrorKind::Unavailable, "503"));
+        assert_eq!(e.reason(), Reason::ProviderError);
+        assert_eq!(
+            Error::NotImplemented("Fabric").reason().as_str(),
+            "ProviderNotImplemented"
+        );
+    }
+}

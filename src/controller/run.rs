@@ -1,0 +1,183 @@
+//! Running the controllers: one `Controller` per kind over a managedFields-stripped watch
+//! (reconciling on spec and finalizer changes, not on the operator's own status writes), one
+//! label-filtered metadata-only watch of owned Secrets shared by all kinds (the restart-recovery
+//! cache; a deleted Secret re-triggers its owner), leader election, and graceful shutdown.
+
+use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, VERSION};
+use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
+use crate::controller::driver::{Reconciler, error_policy, reconcile};
+use crate::controller::{Context, ManagedKind, SecretCache};
+use anyhow::Context as _;
+use futures::channel::mpsc;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Reporting controller name in events.
+pub const REPORTER: &str = "workspace-access-operator";
+
+/// Options of the controllers.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Most reconciliations running at once, per kind.
+    pub concurrency: u16,
+}
+
+/// Checks that the API server serves the three kinds (the CRDs are installed).
+pub async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+    async fn one<K: ManagedKind>(client: &kube::Client) -> anyhow::Result<()> {
+        Api::<K>::all(client.clone())
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .with_context(|| {
+                format!(
+                    "{}.{GROUP}/{VERSION} is not served by the API server; install the CRDs \
+                     (kubectl apply -f crds/) and check the operator's RBAC",
+                    K::plural(&())
+                )
+            })?;
+        Ok(())
+    }
+    one::<NotebookTokenRequest>(client).await?;
+    one::<LivyToken>(client).await?;
+    one::<WorkspaceView>(client).await?;
+    Ok(())
+}
+
+/// Senders that re-trigger an owner when its Secret is deleted.
+struct OwnerTriggers {
+    ntr: mpsc::UnboundedSender<ObjectRef<NotebookTokenRequest>>,
+    livy: mpsc::UnboundedSender<ObjectRef<LivyToken>>,
+    wsv: mpsc::UnboundedSender<ObjectRef<WorkspaceView>>,
+}
+
+impl OwnerTriggers {
+    fn secret_deleted(&self, secret: &PartialObjectMeta<Secret>) {
+        let ns = secret.namespace().unwrap_or_default();
+        let api_version = format!("{GROUP}/{VERSION}");
+        for owner in secret.owner_references() {
+            if owner.controller != Some(true) || owner.api_version != api_version {
+                continue;
+            }
+            debug!(namespace = %ns, owner = %owner.name, kind = %owner.kind, "owned Secret deleted");
+            let _ = match owner.kind.as_str() {
+                "NotebookTokenRequest" => self
+                    .ntr
+                    .unbounded_send(ObjectRef::new(&owner.name).within(&ns))
+                    .map_err(drop),
+                "LivyToken" => self
+                    .livy
+                    .unbounded_send(ObjectRef::new(&owner.name).within(&ns))
+                    .map_err(drop),
+                "WorkspaceView" => self
+                    .wsv
+                    .unbounded_send(ObjectRef::new(&owner.name).within(&ns))
+                    .map_err(drop),
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+/// Runs the three controllers until `shutdown` is cancelled. `ready` is set once the Secret
+/// cache is synced and the controllers run.
+pub async fn run_controllers(
+    mut ctx: Context,
+    options: ControllerOptions,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    check_crds(&client).await?;
+
+    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (ntr_tx, ntr_rx) = mpsc::unbounded();
+    let (livy_tx, livy_rx) = mpsc::unbounded();
+    let (wsv_tx, wsv_rx) = mpsc::unbounded();
+    let triggers = OwnerTriggers {
+        ntr: ntr_tx,
+        livy: livy_tx,
+        wsv: wsv_tx,
+    };
+    let secret_watch = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default()
+            .labels(MANAGED_BY_SELECTOR)
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(|m| m.metadata.managed_fields = None)
+    .reflect(secret_writer)
+    .for_each(move |event| {
+        match event {
+            Ok(watcher::Event::Delete(m)) => triggers.secret_deleted(&m),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "watch of owned Secrets failed; retrying"),
+        }
+        futures::future::ready(())
+    });
+    let secret_watch = tokio::spawn(secret_watch);
+
+    info!("waiting for the cache of owned Secrets");
+    tokio::select! {
+        r = secret_store.wait_until_ready() => r.context("Secret cache")?,
+        _ = shutdown.cancelled() => { secret_watch.abort(); return Ok(()); }
+    }
+    info!(secrets = secret_store.len(), "cache of owned Secrets ready");
+    ctx.secret_cache = SecretCache::new(secret_store);
+    let ctx = Arc::new(ctx);
+
+    let ntr =
+        controller_for::<NotebookTokenRequest>(ctx.clone(), ntr_rx, &options, shutdown.clone());
+    let livy = controller_for::<LivyToken>(ctx.clone(), livy_rx, &options, shutdown.clone());
+    let wsv = controller_for::<WorkspaceView>(ctx.clone(), wsv_rx, &options, shutdown.clone());
+    ready.store(true, Ordering::SeqCst);
+    info!("controllers running");
+    futures::join!(ntr, livy, wsv);
+    ready.store(false, Ordering::SeqCst);
+    secret_watch.abort();
+    info!("controllers stopped");
+    Ok(())
+}
+
+fn controller_for<K: Reconciler>(
+    ctx: Arc<Context>,
+    secret_deleted: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+    options: &ControllerOptions,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    let api = Api::<K>::all(ctx.client.clone());
+    let (reader, writer) = reflector::store::<K>();
+    let objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        // Spec changes bump the generation (so does deletion); finalizer changes don't, and the
+        // finalizer helper relies on seeing its own change. The operator's status writes pass
+        // neither and so don't re-trigger a reconciliation.
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    Controller::for_stream(objects, reader)
+        .reconcile_on(secret_deleted)
+        .with_config(controller::Config::default().concurrency(options.concurrency))
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                debug!(kind = K::KIND, error = %e, "controller event");
+            }
+            futures::future::ready(())
+        })
+}

@@ -1,0 +1,294 @@
+//! The Secret writer: server-side apply under the operator's field manager, with an owner
+//! reference to the resource, the managed-by label, the expiry annotations and the user's
+//! `secretTemplate`. It never touches a Secret the resource doesn't own, and never writes an
+//! empty Secret: a failed refresh simply doesn't call it, so the last good Secret stays.
+
+use crate::api::common::*;
+use crate::controller::error::Error;
+use crate::controller::{Context, ManagedKind};
+use crate::redact::SecretString;
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use std::collections::BTreeMap;
+
+/// What a token kind wants in its Secret.
+#[derive(Clone, Debug)]
+pub struct SecretContent {
+    /// Keys and values.
+    pub data: BTreeMap<String, SecretString>,
+    /// When the token expires (the `expires-at` annotation).
+    pub expires_at: Timestamp,
+    /// When the operator plans to renew it (the `renew-at` annotation).
+    pub renew_at: Timestamp,
+}
+
+/// State of the Secret a resource writes to.
+#[derive(Clone, Debug)]
+pub enum SecretState {
+    /// No Secret of that name exists.
+    Absent,
+    /// The resource owns it; its metadata.
+    Owned(Box<ObjectMeta>),
+}
+
+/// The Secret name of a resource: `spec.secretName`, default the resource's name.
+pub fn secret_name<K: ManagedKind>(obj: &K, spec_secret_name: Option<&str>) -> String {
+    spec_secret_name
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| obj.name_any())
+}
+
+/// Whether `meta` has a controller owner reference to the object with `owner_uid`.
+pub fn is_owned_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r.uid == owner_uid && r.controller == Some(true))
+    })
+}
+
+/// Looks up the Secret `name` for `owner`: from the operator's cache of owned Secrets'
+/// metadata when it has it, else with a metadata-only GET. A Secret that exists but is not
+/// owned by `owner` is [`Error::SecretConflict`].
+pub async fn check_ownership<K: ManagedKind>(
+    ctx: &Context,
+    owner: &K,
+    name: &str,
+) -> Result<SecretState, Error> {
+    let ns = owner.namespace().unwrap_or_default();
+    let uid = owner.uid().unwrap_or_default();
+    let meta = match ctx.secret_cache.get(&ns, name) {
+        Some(m) => Some(m),
+        None => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_metadata_opt(name)
+            .await?
+            .map(|m| m.metadata),
+    };
+    match meta {
+        None => Ok(SecretState::Absent),
+        Some(m) if is_owned_by(&m, &uid) => Ok(SecretState::Owned(Box::new(m))),
+        Some(m) => {
+            let by_us = m
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY_LABEL))
+                .is_some_and(|v| v == MANAGED_BY_VALUE);
+            let who = if by_us {
+                "another workspaceaccess.io resource"
+            } else {
+                "something else"
+            };
+            Err(Error::SecretConflict(format!(
+                "Secret {ns}/{name} already exists and is owned by {who}; the operator does not \
+                 overwrite or adopt it. Delete it, or set spec.secretName to another name"
+            )))
+        }
+    }
+}
+
+/// The controller owner reference to `owner`. `blockOwnerDeletion` is left unset so that no
+/// permission on the owner's finalizers is needed.
+pub fn owner_reference<K: ManagedKind>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+/// Builds the Secret to apply (pure, for tests and preview).
+pub fn build_secret<K: ManagedKind>(
+    owner: &K,
+    name: &str,
+    content: &SecretContent,
+    template: Option<&SecretTemplate>,
+) -> Secret {
+    let mut labels = template.and_then(|t| t.labels.clone()).unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    let mut annotations: BTreeMap<String, String> = template
+        .and_then(|t| t.annotations.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("workspaceaccess.io/"))
+        .collect();
+    annotations.insert(EXPIRES_AT_ANNOTATION.into(), rfc3339(content.expires_at));
+    annotations.insert(RENEW_AT_ANNOTATION.into(), rfc3339(content.renew_at));
+    if let Some(g) = owner.meta().generation {
+        annotations.insert(GENERATION_ANNOTATION.into(), g.to_string());
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: owner.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner_reference(owner)]),
+            ..Default::default()
+        },
+        type_: Some(
+            template
+                .and_then(|t| t.type_.clone())
+                .unwrap_or_else(|| "Opaque".into()),
+        ),
+        data: Some(
+            content
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.expose().as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Applies the Secret with server-side apply. The caller has checked ownership with
+/// [`check_ownership`]. Refuses empty content, so a bug upstream can't blank a working Secret.
+pub async fn apply_secret<K: ManagedKind>(
+    ctx: &Context,
+    owner: &K,
+    name: &str,
+    content: &SecretContent,
+    template: Option<&SecretTemplate>,
+) -> Result<(), Error> {
+    if content.data.is_empty() || content.data.values().all(SecretString::is_empty) {
+        return Err(Error::InvalidSpec(
+            "internal: refusing to write a Secret without a token".into(),
+        ));
+    }
+    let secret = build_secret(owner, name, content, template);
+    let ns = owner.namespace().unwrap_or_default();
+    Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    ctx.metrics.write(K::KIND, "secret");
+    Ok(())
+}
+
+/// RFC 3339 with second precision, as written into annotations and Secret keys.
+pub fn rfc3339(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LivyToken, LivyTokenSpec, livy_token::ManagedLivyToken};
+
+    fn owner() -> LivyToken {
+        let mut o = LivyToken::new(
+            "spark",
+            LivyTokenSpec {
+                region_id: "cn-hangzhou".into(),
+                workspace_id: "w-1".into(),
+                livy_compute_id: "lc-1".into(),
+                endpoint: None,
+                token_id: None,
+                managed: Some(ManagedLivyToken {
+                    name: None,
+                    expire_days: 7,
+                    grace_period: None,
+                }),
+                alibaba: AlibabaCredentials {
+                    access_key_ref: None,
+                    rrsa: true,
+                },
+                secret_name: None,
+                refresh_interval: None,
+                renew_before: None,
+                secret_template: None,
+            },
+        );
+        o.metadata.namespace = Some("team-b".into());
+        o.metadata.uid = Some("uid-1".into());
+        o.metadata.generation = Some(3);
+        o
+    }
+
+    fn content() -> SecretContent {
+        SecretContent {
+            data: [("token".to_string(), SecretString::new("t0k"))].into(),
+            expires_at: "2026-11-23T18:00:00.4Z".parse().unwrap(),
+            renew_at: "2026-11-23T17:10:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn built_secret_has_owner_label_annotations_and_template() {
+        let o = owner();
+        let template = SecretTemplate {
+            type_: Some("kubernetes.io/basic-auth".into()),
+            labels: Some(
+                [
+                    ("team".to_string(), "b".to_string()),
+                    (MANAGED_BY_LABEL.to_string(), "someone-else".to_string()),
+                ]
+                .into(),
+            ),
+            annotations: Some(
+                [
+                    ("note".to_string(), "x".to_string()),
+                    (EXPIRES_AT_ANNOTATION.to_string(), "never".to_string()),
+                ]
+                .into(),
+            ),
+        };
+        let s = build_secret(&o, "spark-token", &content(), Some(&template));
+        let m = &s.metadata;
+        assert_eq!(m.name.as_deref(), Some("spark-token"));
+        assert_eq!(m.namespace.as_deref(), Some("team-b"));
+        let labels = m.labels.as_ref().unwrap();
+        assert_eq!(
+            labels[MANAGED_BY_LABEL], MANAGED_BY_VALUE,
+            "managed-by can't be overridden"
+        );
+        assert_eq!(labels["team"], "b");
+        let ann = m.annotations.as_ref().unwrap();
+        assert_eq!(ann[EXPIRES_AT_ANNOTATION], "2026-11-23T18:00:00Z");
+        assert_eq!(ann[RENEW_AT_ANNOTATION], "2026-11-23T17:10:00Z");
+        assert_eq!(ann[GENERATION_ANNOTATION], "3");
+        assert_eq!(ann["note"], "x");
+        let refs = m.owner_references.as_ref().unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].uid, "uid-1");
+        assert_eq!(refs[0].kind, "LivyToken");
+        assert_eq!(refs[0].api_version, "workspaceaccess.io/v1alpha1");
+        assert_eq!(refs[0].controller, Some(true));
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        assert_eq!(s.data.as_ref().unwrap()["token"].0, b"t0k");
+        assert!(is_owned_by(m, "uid-1"));
+        assert!(!is_owned_by(m, "uid-2"));
+    }
+
+    #[test]
+    fn default_type_is_opaque_and_name_defaults_to_resource() {
+        let o = owner();
+        let s = build_secret(&o, "x", &content(), None);
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        assert_eq!(secret_name(&o, None), "spark");
+        assert_eq!(secret_name(&o, Some("")), "spark");
+        assert_eq!(secret_name(&o, Some("other")), "other");
+    }
+
+    #[test]
+    fn a_non_controller_reference_is_not_ownership() {
+        let mut m = ObjectMeta::default();
+        let mut r = owner_reference(&owner());
+        r.controller = None;
+        m.owner_references = Some(vec![r]);
+        assert!(!is_owned_by(&m, "uid-1"));
+    }
+}

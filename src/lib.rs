@@ -1,0 +1,15 @@
+//! workspace-access-operator: a Kubernetes operator that turns cloud providers' workspace-access
+//! APIs into Secrets (short-lived tokens) and resource status (inventories).
+//!
+//! Data flows one way: watch event -> reconciler (`controller`) -> provider client
+//! (`providers`) -> Secret / status.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod controller;
+pub mod metrics;
+pub mod preview;
+pub mod providers;
+pub mod redact;
+pub mod server;

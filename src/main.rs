@@ -1,0 +1,346 @@
+//! `workspace-access-operator`: run the controllers, print the CRDs, or preview one resource.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use workspace_access_operator::api::duration::Duration;
+use workspace_access_operator::controller::credentials::PodIdentityPolicy;
+use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
+use workspace_access_operator::controller::{Context, Settings};
+use workspace_access_operator::metrics::Metrics;
+use workspace_access_operator::providers::endpoint::{AllowedEndpoint, EndpointPolicy};
+use workspace_access_operator::providers::http::{HttpClient, HttpOptions};
+use workspace_access_operator::server::{ServerState, serve};
+use workspace_access_operator::{api, preview};
+
+/// Kubernetes operator that keeps provider tokens in Secrets and workspace inventories in status.
+#[derive(Parser)]
+#[command(name = "workspace-access-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Sync one resource once without a cluster, and print the status it would write and the
+    /// Secret keys (values redacted).
+    Preview(PreviewArgs),
+}
+
+/// Operator policy shared by `run` and `preview`.
+#[derive(Args, Clone)]
+struct PolicyArgs {
+    /// Also allow this provider endpoint host (HOST or HOST:PORT; repeatable). Only an allowed
+    /// loopback host may use plain http.
+    #[arg(
+        long = "allow-endpoint",
+        value_name = "HOST[:PORT]",
+        env = "WAO_ALLOW_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    allow_endpoint: Vec<AllowedEndpoint>,
+    /// Namespace whose resources may use the operator pod's own identity (Azure workload
+    /// identity, Alibaba RRSA); repeatable; `*` allows all.
+    #[arg(
+        long = "pod-identity-namespace",
+        value_name = "NAMESPACE",
+        env = "WAO_POD_IDENTITY_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pod_identity_namespace: Vec<String>,
+    /// Timeout of one provider HTTP request.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    provider_timeout: Duration,
+    /// First retry delay after a failure (doubles per failure).
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    base_backoff: Duration,
+    /// Longest retry delay after failures (a provider's Retry-After is honoured even if longer).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    max_backoff: Duration,
+}
+
+impl PolicyArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            endpoint_policy: EndpointPolicy::new(self.allow_endpoint.clone()),
+            pod_identity: PodIdentityPolicy::new(self.pod_identity_namespace.clone()),
+            base_backoff: self.base_backoff.get(),
+            max_backoff: self.max_backoff.get(),
+        }
+    }
+
+    fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            timeout: self.provider_timeout.get(),
+            ..HttpOptions::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    metrics_addr: SocketAddr,
+    /// Most reconciliations running at once, per kind.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Elect a leader through a Lease, so that only one replica reconciles.
+    #[arg(long, env = "WAO_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "workspace-access-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else default).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long a Lease is valid without renewal (seconds).
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct PreviewArgs {
+    /// A manifest with the resource, or with credentials Secrets (repeatable; multi-document
+    /// YAML or JSON).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Namespace for documents that don't name one.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,kube_lease_manager=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Preview(args) => {
+            init_logging(LogFormat::Text);
+            let metrics = Arc::new(Metrics::new());
+            let http = HttpClient::new(args.policy.http_options(), metrics.clone())
+                .map_err(anyhow::Error::msg)?;
+            let report = preview::run(
+                &args.files,
+                &args.namespace,
+                args.policy.settings(),
+                metrics,
+                http,
+            )
+            .await?;
+            print!("{}", report.yaml);
+            std::process::exit(if report.ready { 0 } else { 2 });
+        }
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            run(args).await
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster (kubeconfig or in-cluster configuration)")?;
+    let metrics = Arc::new(Metrics::new());
+    let http =
+        HttpClient::new(args.policy.http_options(), metrics.clone()).map_err(anyhow::Error::msg)?;
+    let settings = args.policy.settings();
+    info!(
+        allowed_endpoints = ?settings.endpoint_policy.allowed().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "starting"
+    );
+    let shutdown = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(serve(
+        args.metrics_addr,
+        ServerState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+        shutdown.clone(),
+    ));
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+    let options = ControllerOptions {
+        concurrency: args.concurrency.max(1),
+    };
+    let make_ctx = || {
+        Context::new(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            http.clone(),
+        )
+    };
+
+    let result = if args.leader_elect {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        run_with_leader_election(
+            &client,
+            &args,
+            &namespace,
+            make_ctx,
+            options,
+            &metrics,
+            ready.clone(),
+            shutdown.clone(),
+        )
+        .await
+    } else {
+        metrics.leader.set(1);
+        run_controllers(make_ctx(), options, ready.clone(), shutdown.clone()).await
+    };
+    shutdown.cancel();
+    if let Err(e) = server.await.unwrap_or_else(|e| Err(e.into())) {
+        warn!(error = %e, "metrics server stopped with an error");
+    }
+    if let Err(e) = &result {
+        error!(error = format!("{e:#}"), "operator stopped");
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_with_leader_election(
+    client: &kube::Client,
+    args: &RunArgs,
+    namespace: &str,
+    make_ctx: impl Fn() -> Context,
+    options: ControllerOptions,
+    metrics: &Metrics,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("workspace-access-operator-{}", rand::random::<u64>()));
+    let duration = args.lease_duration.max(2);
+    let grace = (duration / 3).max(1);
+    let params = kube_lease_manager::LeaseParams::new(identity.clone(), duration, grace)
+        .with_field_manager(format!("workspace-access-operator-{identity}"));
+    let manager = kube_lease_manager::LeaseManager::new(
+        client.clone(),
+        &args.lease_name,
+        namespace,
+        params,
+        kube_lease_manager::LeaseCreateMode::AutoCreate,
+    )
+    .await
+    .context("setting up leader election")?;
+    let (mut leader, lease_task) = manager.watch().await;
+    info!(identity = %identity, lease = %args.lease_name, namespace, "waiting to become the leader");
+    // A follower is ready: it serves, and takes over when the leader goes.
+    ready.store(true, Ordering::SeqCst);
+    let mut result = Ok(());
+    'terms: loop {
+        while !*leader.borrow_and_update() {
+            tokio::select! {
+                changed = leader.changed() => if changed.is_err() { break 'terms; },
+                _ = shutdown.cancelled() => break 'terms,
+            }
+        }
+        info!("became the leader; starting controllers");
+        metrics.leader.set(1);
+        let term = shutdown.child_token();
+        let controllers = run_controllers(make_ctx(), options.clone(), ready.clone(), term.clone());
+        tokio::pin!(controllers);
+        let lost = async {
+            loop {
+                if leader.changed().await.is_err() || !*leader.borrow_and_update() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = &mut controllers => { result = r; metrics.leader.set(0); break 'terms; }
+            _ = lost => {
+                warn!("lost the lease; stopping controllers");
+                term.cancel();
+                let _ = controllers.await;
+                metrics.leader.set(0);
+                ready.store(true, Ordering::SeqCst);
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    // Dropping the receiver makes the lease task release the lease.
+    drop(leader);
+    match lease_task.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(e)) => warn!(error = %e, "releasing the lease failed"),
+        Err(e) => warn!(error = %e, "lease task failed"),
+    }
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,451 @@
+//! The HTTP client every provider uses: rustls, timeouts, bounded bodies, no redirects to other
+//! hosts, `Retry-After` parsing, provider-call metrics, and transport errors mapped to
+//! [`ProviderError`]s whose messages never contain a URL's path or query (which may carry
+//! tokens, e.g. STS AssumeRoleWithOIDC) or any header.
+
+use crate::metrics::Metrics;
+use crate::providers::endpoint::origin_of;
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
+use std::{
+    sync::{Arc, Once},
+    time::Duration,
+};
+
+/// Longest `Retry-After` honoured; a larger value is clamped to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// User-Agent sent to providers.
+pub const USER_AGENT: &str = concat!("workspace-access-operator/", env!("CARGO_PKG_VERSION"));
+
+/// Settings of the HTTP client.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Largest response body read; larger ones are an error.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Names a provider call for metrics and messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// Provider label, e.g. `azure_ml`, `entra`, `fabric`, `datarobot`, `emr_spark`, `sts`.
+    pub provider: &'static str,
+    /// Operation label, e.g. `listNotebookAccessToken`.
+    pub operation: &'static str,
+}
+
+/// A provider's complete response.
+#[derive(Debug)]
+pub struct ProviderResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: bytes::Bytes,
+}
+
+impl ProviderResponse {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// A header's value, if present and valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `Retry-After` header (seconds or HTTP date), clamped to [`MAX_RETRY_AFTER`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        parse_retry_after(self.header("retry-after")?, jiff::Timestamp::now())
+    }
+
+    /// Parses the body as JSON. A parse failure is [`ProviderErrorKind::InvalidResponse`] with a
+    /// message naming only the error category and position, never the body's content.
+    pub fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, ProviderError> {
+        parse_json(&self.body, what).map_err(|e| e.with_status(self.status))
+    }
+}
+
+/// Parses JSON without echoing any of the input in the error.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let why = match e.classify() {
+            serde_json::error::Category::Eof => "truncated",
+            serde_json::error::Category::Syntax => "not valid JSON",
+            serde_json::error::Category::Data => "unexpected shape",
+            serde_json::error::Category::Io => "unreadable",
+        };
+        ProviderError::new(
+            ProviderErrorKind::InvalidResponse,
+            format!(
+                "malformed {what} response: {why} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// Parses a `Retry-After` value: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    let d = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else if let Ok(secs) = value.parse::<f64>() {
+        if !(secs.is_finite() && secs >= 0.0) {
+            return None;
+        }
+        Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64()))
+    } else {
+        let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+        let delta = at.as_second() - now.as_second();
+        Duration::from_secs(delta.max(0) as u64)
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+static CRYPTO: Once = Once::new();
+
+/// Installs ring as rustls's process-wide crypto provider (once).
+pub fn install_crypto_provider() {
+    CRYPTO.call_once(|| {
+        // Another component may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The shared HTTP client.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    options: HttpOptions,
+}
+
+impl HttpClient {
+    /// Builds the client.
+    pub fn new(options: HttpOptions, metrics: Arc<Metrics>) -> Result<Self, String> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(options.timeout)
+            .connect_timeout(options.connect_timeout)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // Follow a redirect only to the same scheme, host and port, and only a few times:
+                // a provider can't send us (and our Authorization header) anywhere else.
+                let same_origin = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| origin_of(first) == origin_of(attempt.url()));
+                if same_origin && attempt.previous().len() < 3 {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            metrics,
+            options,
+        })
+    }
+
+    /// The underlying reqwest client, to build requests.
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The metrics the client records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Sends a request and reads the whole response. Transport failures become
+    /// [`ProviderErrorKind::Unavailable`]; the status is not interpreted here (each provider
+    /// maps its own error bodies).
+    pub async fn execute(
+        &self,
+        call: Call,
+        request: reqwest::Request,
+    ) -> Result<ProviderResponse, ProviderError> {
+        let origin = origin_of(request.url());
+        let result = self.client.execute(request).await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let (label, message) = describe_transport_error(&e, &origin, &self.options);
+                self.metrics
+                    .provider_call(call.provider, call.operation, label);
+                return Err(ProviderError::new(ProviderErrorKind::Unavailable, message));
+            }
+        };
+        let status = response.status().as_u16();
+        self.metrics
+            .provider_call(call.provider, call.operation, &status.to_string());
+        let headers = response.headers().clone();
+        let body = read_bounded(response, self.options.max_body_bytes, &origin)
+            .await
+            .map_err(|e| e.with_status(status))?;
+        Ok(ProviderResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+async fn read_bounded(
+    mut response: reqwest::Response,
+    max: usize,
+    origin: &str,
+) -> Result<bytes::Bytes, ProviderError> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > max {
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::InvalidResponse,
+                        format!("response from {origin} is larger than {max} bytes"),
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timed out while reading the response"
+                } else {
+                    "connection broke while reading the response"
+                };
+                return Err(ProviderError::new(
+                    ProviderErrorKind::Unavailable,
+                    format!("{origin}: {kind}"),
+                ));
+            }
+        }
+    }
+}
+
+/// A metric label and a secret-free message for a transport error.
+fn describe_transport_error(
+    e: &reqwest::Error,
+    origin: &str,
+    options: &HttpOptions,
+) -> (&'static str, String) {
+    if e.is_timeout() {
+        (
+            "timeout",
+            format!(
+                "{origin} did not answer within {}",
+                crate::api::duration::format_duration(options.timeout)
+            ),
+        )
+    } else if e.is_connect() {
+        ("connect", format!("could not connect to {origin}"))
+    } else if e.is_redirect() {
+        (
+            "redirect",
+            format!("{origin} redirected to another host, which is not followed"),
+        )
+    } else {
+        // reqwest's own Display includes the URL (path and query); keep only its category.
+        let what = if e.is_body() || e.is_decode() {
+            "the response could not be read"
+        } else if e.is_request() {
+            "the request could not be sent"
+        } else {
+            "the request failed"
+        };
+        ("error", clip(&format!("{origin}: {what}"), 200))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use httpmock::prelude::*;
+
+    fn client(timeout_ms: u64) -> HttpClient {
+        HttpClient::new(
+            HttpOptions {
+                timeout: Duration::from_millis(timeout_ms),
+                connect_timeout: Duration::from_millis(timeout_ms),
+                max_body_bytes: 1024,
+            },
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
+    }
+
+    const CALL: Call = Call {
+        provider: "test",
+        operation: "op",
+    };
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after("55", now), Some(Duration::from_secs(55)));
+        assert_eq!(parse_retry_after(" 2 ", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 10:01:40 GMT", now),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn json_errors_never_echo_the_body() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            n: u64,
+        }
+        let err = parse_json::<T>(br#"{"n": "secret-token-value"}"#, "test").unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::InvalidResponse);
+        assert!(
+            !err.message.contains("secret-token-value"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("unexpected shape"), "{}", err.message);
+        let err = parse_json::<T>(br#"{"n": 1"#, "test").unwrap_err();
+        assert!(err.message.contains("truncated"), "{}", err.message);
+        let err = parse_json::<T>(b"<html>", "test").unwrap_err();
+        assert!(err.message.contains("not valid JSON"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn records_status_and_reads_body() {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(GET).path("/ok");
+                then.status(429).header("retry-after", "7").body("{}");
+            })
+            .await;
+        let c = client(2000);
+        let req = c.reqwest().get(server.url("/ok")).build().unwrap();
+        let resp = c.execute(CALL, req).await.unwrap();
+        assert_eq!(resp.status, 429);
+        assert_eq!(resp.retry_after(), Some(Duration::from_secs(7)));
+        assert!(
+            c.metrics()
+                .encode()
+                .contains(r#"provider="test",operation="op",status="429""#)
+        );
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_unavailable_and_name_no_path() {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(GET).path("/slow");
+                then.status(200)
+                    .delay(Duration::from_millis(1500))
+                    .body("{}");
+            })
+            .await;
+        let c = client(200);
+        let url = server.url("/slow?OIDCToken=very-secret");
+        let req = c.reqwest().get(url).build().unwrap();
+        let err = c.execute(CALL, req).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Unavailable);
+        assert!(
+            err.message.contains("did not answer within"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("very-secret") && !err.message.contains("/slow"));
+        assert!(c.metrics().encode().contains(r#"status="timeout""#));
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(GET).path("/big");
+                then.status(200).body("x".repeat(5000));
+            })
+            .await;
+        let c = client(2000);
+        let req = c.reqwest().get(server.url("/big")).build().unwrap();
+        let err = c.execute(CALL, req).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::InvalidResponse);
+        assert!(err.message.contains("larger than 1024 bytes"));
+    }
+
+    #[tokio::test]
+    async fn redirects_to_other_hosts_are_not_followed() {
+        let target = MockServer::start_async().await;
+        let hit = target
+            .mock_async(|when, then| {
+                when.any_request();
+                then.status(200).body("stolen");
+            })
+            .await;
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(GET).path("/r");
+                then.status(302).header("location", target.url("/steal"));
+            })
+            .await;
+        let c = client(2000);
+        let req = c
+            .reqwest()
+            .get(server.url("/r"))
+            .bearer_auth("tok")
+            .build()
+            .unwrap();
+        let resp = c.execute(CALL, req).await.unwrap();
+        assert_eq!(resp.status, 302, "the redirect is returned, not followed");
+        assert_eq!(hit.calls_async().await, 0);
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_unavailable() {
+        // Bind and drop a listener to get a free port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = client(2000);
+        let req = c
+            .reqwest()
+            .get(format!("http://127.0.0.1:{port}/x"))
+            .build()
+            .unwrap();
+        let err = c.execute(CALL, req).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Unavailable);
+        assert!(err.message.contains("could not connect"), "{}", err.message);
+    }
+}

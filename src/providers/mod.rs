@@ -1,0 +1,8 @@
+//! Provider clients: one module per provider API, plus the shared HTTP client, error types and
+//! the endpoint policy. Provider modules know nothing of Kubernetes types; reconcilers ask them
+//! for a token or an inventory and get typed [`error::ProviderError`]s back.
+
+pub mod azure_cloud;
+pub mod endpoint;
+pub mod error;
+pub mod http;
