@@ -41,12 +41,15 @@ async fn operator_reports_each_kind_and_stops_on_sigterm() {
         }))
         .await;
     cluster
-        .apply_json(&ns, json!({
-            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "LivyToken",
-            "metadata": {"name": "livy"},
-            "spec": {"regionId": "cn-hangzhou", "workspaceId": "w-1", "livyComputeId": "lc-1",
-                     "tokenId": "lctk-1", "alibaba": {"accessKeyRef": {"name": "missing"}}}
-        }))
+        .apply_json(
+            &ns,
+            json!({
+                "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "LivyToken",
+                "metadata": {"name": "livy"},
+                "spec": {"regionId": "cn-hangzhou", "workspaceId": "w-1", "livyComputeId": "lc-1",
+                         "tokenId": "lctk-1", "alibaba": {"accessKeyRef": {"name": "missing"}}}
+            }),
+        )
         .await;
     cluster
         .apply_json(&ns, json!({
@@ -55,9 +58,15 @@ async fn operator_reports_each_kind_and_stops_on_sigterm() {
             "spec": {"dataRobot": {"notebookIds": ["abc"], "apiTokenRef": {"name": "missing", "key": "apiToken"}}}
         }))
         .await;
-    let ntr = cluster.wait_ready_reason::<NotebookTokenRequest>(&ns, "ntr", Duration::from_secs(30)).await;
-    let livy = cluster.wait_ready_reason::<LivyToken>(&ns, "livy", Duration::from_secs(30)).await;
-    let wsv = cluster.wait_ready_reason::<WorkspaceView>(&ns, "wsv", Duration::from_secs(30)).await;
+    let ntr = cluster
+        .wait_ready_reason::<NotebookTokenRequest>(&ns, "ntr", Duration::from_secs(30))
+        .await;
+    let livy = cluster
+        .wait_ready_reason::<LivyToken>(&ns, "livy", Duration::from_secs(30))
+        .await;
+    let wsv = cluster
+        .wait_ready_reason::<WorkspaceView>(&ns, "wsv", Duration::from_secs(30))
+        .await;
     for (kind, (status, reason)) in [("ntr", ntr), ("livy", livy), ("wsv", wsv)] {
         assert_eq!(status, "False", "{kind}");
         assert_eq!(reason, "CredentialsNotFound", "{kind}");
@@ -75,7 +84,10 @@ async fn operator_reports_each_kind_and_stops_on_sigterm() {
                      "azure": {"tenantId": "t.example.com", "clientId": "11111111-1111-1111-1111-111111111111"}}
         }))
         .await;
-    assert!(refused.is_err(), "the API server accepted an invalid NotebookTokenRequest");
+    assert!(
+        refused.is_err(),
+        "the API server accepted an invalid NotebookTokenRequest"
+    );
 
     assert_eq!(operator.get("/healthz").await.0, 200);
     assert_eq!(operator.get("/readyz").await.0, 200);
@@ -84,6 +96,9 @@ async fn operator_reports_each_kind_and_stops_on_sigterm() {
     assert!(metrics.contains("workspace_access_reconcile_failures_total{kind=\"WorkspaceView\",reason=\"CredentialsNotFound\"}"), "{metrics}");
 
     let status = operator.terminate(Duration::from_secs(20)).await;
-    assert!(status.success(), "operator exit status after SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "operator exit status after SIGTERM: {status:?}"
+    );
     cluster.delete_namespace(&ns).await;
 }

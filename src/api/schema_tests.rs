@@ -29,7 +29,16 @@ fn schemas() -> Vec<(String, Value)> {
 /// (https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema).
 fn structural_violations(path: &str, s: &Value, out: &mut Vec<String>) {
     let obj = s.as_object().expect("schema node is an object");
-    for forbidden in ["$ref", "$schema", "definitions", "$defs", "dependencies", "patternProperties", "additionalItems", "const"] {
+    for forbidden in [
+        "$ref",
+        "$schema",
+        "definitions",
+        "$defs",
+        "dependencies",
+        "patternProperties",
+        "additionalItems",
+        "const",
+    ] {
         if obj.contains_key(forbidden) {
             out.push(format!("{path}: {forbidden} is not allowed"));
         }
@@ -48,7 +57,13 @@ fn structural_violations(path: &str, s: &Value, out: &mut Vec<String>) {
                 other => vec![other],
             };
             for sub in subs {
-                for k in ["type", "description", "default", "nullable", "additionalProperties"] {
+                for k in [
+                    "type",
+                    "description",
+                    "default",
+                    "nullable",
+                    "additionalProperties",
+                ] {
                     if sub.get(k).is_some() {
                         out.push(format!("{path}: {logic} branch sets {k}"));
                     }
@@ -77,7 +92,11 @@ fn schemas_are_structural() {
     for (kind, schema) in schemas() {
         let mut v = vec![];
         structural_violations(&kind, &schema, &mut v);
-        assert!(v.is_empty(), "{kind} schema is not structural:\n{}", v.join("\n"));
+        assert!(
+            v.is_empty(),
+            "{kind} schema is not structural:\n{}",
+            v.join("\n")
+        );
     }
 }
 
@@ -100,7 +119,10 @@ fn missing_descriptions(path: &str, s: &Value, out: &mut Vec<String>) {
     if let Some(Value::Object(props)) = s.get("properties") {
         for (k, v) in props {
             let p = format!("{path}.{k}");
-            if v.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if v.get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 out.push(p.clone());
             }
             missing_descriptions(&p, v, out);
@@ -116,9 +138,16 @@ fn every_field_is_described_for_kubectl_explain() {
     for (kind, schema) in schemas() {
         let mut missing = vec![];
         for part in ["spec", "status"] {
-            missing_descriptions(&format!("{kind}.{part}"), &schema["properties"][part], &mut missing);
+            missing_descriptions(
+                &format!("{kind}.{part}"),
+                &schema["properties"][part],
+                &mut missing,
+            );
         }
-        assert!(missing.is_empty(), "fields without a description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
     }
 }
 
@@ -126,19 +155,40 @@ fn every_field_is_described_for_kubectl_explain() {
 fn names_categories_columns_and_subresources() {
     let crds = crds();
     let want = [
-        ("NotebookTokenRequest", "ntr", vec!["Workspace", "Secret", "Ready", "Expires", "Age"]),
-        ("LivyToken", "livytoken", vec!["Livy Compute", "Token", "Secret", "Ready", "Expires", "Age"]),
-        ("WorkspaceView", "wsv", vec!["Provider", "Count", "Ready", "Last Sync", "Age"]),
+        (
+            "NotebookTokenRequest",
+            "ntr",
+            vec!["Workspace", "Secret", "Ready", "Expires", "Age"],
+        ),
+        (
+            "LivyToken",
+            "livytoken",
+            vec!["Livy Compute", "Token", "Secret", "Ready", "Expires", "Age"],
+        ),
+        (
+            "WorkspaceView",
+            "wsv",
+            vec!["Provider", "Count", "Ready", "Last Sync", "Age"],
+        ),
     ];
     for (crd, (kind, short, columns)) in crds.iter().zip(want) {
         assert_eq!(crd.spec.group, "workspaceaccess.io");
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.kind, kind);
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["workspaceaccess".to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&[short.to_string()][..])
+        );
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["workspaceaccess".to_string()][..])
+        );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().unwrap().status.is_some(), "{kind} status subresource");
+        assert!(
+            v.subresources.as_ref().unwrap().status.is_some(),
+            "{kind} status subresource"
+        );
         let names: Vec<&str> = v
             .additional_printer_columns
             .as_ref()
@@ -185,26 +235,50 @@ fn validate(path: &str, schema: &Value, v: &Value, errors: &mut Vec<String>) {
         {
             errors.push(format!("{path}: {s:?} does not match {p}"));
         }
-        if schema.get("minLength").and_then(Value::as_u64).is_some_and(|m| n < m) {
+        if schema
+            .get("minLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+        {
             errors.push(format!("{path}: too short"));
         }
-        if schema.get("maxLength").and_then(Value::as_u64).is_some_and(|m| n > m) {
+        if schema
+            .get("maxLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n > m)
+        {
             errors.push(format!("{path}: too long"));
         }
     }
     if let Some(n) = v.as_f64() {
-        if schema.get("minimum").and_then(Value::as_f64).is_some_and(|m| n < m) {
+        if schema
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n < m)
+        {
             errors.push(format!("{path}: {n} below minimum"));
         }
-        if schema.get("maximum").and_then(Value::as_f64).is_some_and(|m| n > m) {
+        if schema
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n > m)
+        {
             errors.push(format!("{path}: {n} above maximum"));
         }
     }
     if let Some(a) = v.as_array() {
-        if schema.get("minItems").and_then(Value::as_u64).is_some_and(|m| (a.len() as u64) < m) {
+        if schema
+            .get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| (a.len() as u64) < m)
+        {
             errors.push(format!("{path}: too few items"));
         }
-        if schema.get("maxItems").and_then(Value::as_u64).is_some_and(|m| (a.len() as u64) > m) {
+        if schema
+            .get("maxItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| (a.len() as u64) > m)
+        {
             errors.push(format!("{path}: too many items"));
         }
         if let Some(items) = schema.get("items") {
@@ -223,9 +297,14 @@ fn validate(path: &str, schema: &Value, v: &Value, errors: &mut Vec<String>) {
         }
         let props = schema.get("properties").and_then(Value::as_object);
         for (k, val) in o {
-            match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
+            match (
+                props.and_then(|p| p.get(k)),
+                schema.get("additionalProperties"),
+            ) {
                 (Some(sub), _) => validate(&format!("{path}.{k}"), sub, val, errors),
-                (None, Some(ap @ Value::Object(_))) => validate(&format!("{path}.{k}"), ap, val, errors),
+                (None, Some(ap @ Value::Object(_))) => {
+                    validate(&format!("{path}.{k}"), ap, val, errors)
+                }
                 // The API server would drop an unknown field silently; in our own examples
                 // that is a typo.
                 (None, _) if props.is_some() => errors.push(format!("{path}: unknown field {k}")),
@@ -243,7 +322,12 @@ pub(crate) fn validate_manifest(doc: &Value) -> Vec<String> {
         return vec![format!("unknown kind {kind}")];
     };
     let mut errors = vec![];
-    validate(kind, &schema["properties"]["spec"], &doc["spec"], &mut errors);
+    validate(
+        kind,
+        &schema["properties"]["spec"],
+        &doc["spec"],
+        &mut errors,
+    );
     errors
 }
 
@@ -262,7 +346,10 @@ fn with(base: &str, pointer: &str, value: Value) -> Value {
 
 #[test]
 fn schema_patterns_refuse_bad_names_and_path_tricks() {
-    assert_eq!(validate_manifest(&serde_json::from_str(NTR).unwrap()), Vec::<String>::new());
+    assert_eq!(
+        validate_manifest(&serde_json::from_str(NTR).unwrap()),
+        Vec::<String>::new()
+    );
     for (pointer, value) in [
         ("/spec/workspaceName", "ab"),
         ("/spec/workspaceName", "../evil"),
@@ -278,7 +365,11 @@ fn schema_patterns_refuse_bad_names_and_path_tricks() {
         ("/spec/endpoint", "https://user@host"),
         ("/spec/azure/cloud", "AzureGermany"),
     ] {
-        let doc = if pointer == "/spec/renewBefore" || pointer == "/spec/apiVersion" || pointer == "/spec/endpoint" || pointer == "/spec/azure/cloud" {
+        let doc = if pointer == "/spec/renewBefore"
+            || pointer == "/spec/apiVersion"
+            || pointer == "/spec/endpoint"
+            || pointer == "/spec/azure/cloud"
+        {
             let mut d: Value = serde_json::from_str(NTR).unwrap();
             let (parent, key) = pointer.rsplit_once('/').unwrap();
             d.pointer_mut(parent).unwrap()[key] = Value::from(value);
@@ -350,7 +441,12 @@ fn example_manifests_in_deploy_validate() {
                 continue;
             }
             seen += 1;
-            assert_eq!(validate_manifest(&doc), Vec::<String>::new(), "{}", path.display());
+            assert_eq!(
+                validate_manifest(&doc),
+                Vec::<String>::new(),
+                "{}",
+                path.display()
+            );
             // And the typed API accepts it, with its one-ofs consistent.
             match doc["kind"].as_str().unwrap() {
                 "NotebookTokenRequest" => {

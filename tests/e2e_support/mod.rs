@@ -26,7 +26,9 @@ impl Cluster {
             "set KUBECONFIG to a disposable test cluster to run the e2e tests"
         );
         workspace_access_operator::providers::http::install_crypto_provider();
-        let client = kube::Client::try_default().await.expect("connect to the cluster in KUBECONFIG");
+        let client = kube::Client::try_default()
+            .await
+            .expect("connect to the cluster in KUBECONFIG");
         Self { client }
     }
 
@@ -35,9 +37,13 @@ impl Cluster {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for crd in workspace_access_operator::api::crds() {
             let name = crd.metadata.name.clone().unwrap();
-            crds.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&crd))
-                .await
-                .expect("install CRD");
+            crds.patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .expect("install CRD");
             tokio::time::timeout(
                 Duration::from_secs(30),
                 await_condition(crds.clone(), &name, conditions::is_crd_established()),
@@ -51,7 +57,8 @@ impl Cluster {
     /// Creates a namespace with a unique name.
     pub async fn fresh_namespace(&self, prefix: &str) -> String {
         let name = format!("{prefix}-{:x}", rand::random::<u32>());
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
         Api::<Namespace>::all(self.client.clone())
             .create(&Default::default(), &ns)
             .await
@@ -82,9 +89,13 @@ impl Cluster {
     pub async fn try_apply_json(&self, ns: &str, doc: Value) -> Result<(), kube::Error> {
         let api = self.dynamic_api(ns, &doc);
         let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
-        api.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&doc))
-            .await
-            .map(|_| ())
+        api.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&doc),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Server-side applies a manifest in `ns`.
@@ -94,7 +105,12 @@ impl Cluster {
 
     /// Waits until the resource's Ready condition exists and has an observed generation equal
     /// to the resource's; returns (status, reason).
-    pub async fn wait_ready_reason<K: ManagedKind>(&self, ns: &str, name: &str, within: Duration) -> (String, String) {
+    pub async fn wait_ready_reason<K: ManagedKind>(
+        &self,
+        ns: &str,
+        name: &str,
+        within: Duration,
+    ) -> (String, String) {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let deadline = Instant::now() + within;
         loop {
@@ -112,7 +128,10 @@ impl Cluster {
                     );
                 }
             }
-            assert!(Instant::now() < deadline, "{ns}/{name} got no Ready condition within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{ns}/{name} got no Ready condition within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -129,14 +148,21 @@ impl Operator {
     /// Starts `workspace-access-operator run` with `extra` arguments and waits until /readyz
     /// answers 200.
     pub async fn start(_cluster: &Cluster, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_workspace-access-operator"))
             .arg("run")
             .arg("--metrics-addr")
             .arg(&addr)
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
@@ -153,7 +179,9 @@ impl Operator {
     }
 
     async fn try_get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = reqwest::get(format!("http://{}{path}", self.addr)).await.ok()?;
+        let resp = reqwest::get(format!("http://{}{path}", self.addr))
+            .await
+            .ok()?;
         let code = resp.status().as_u16();
         Some((code, resp.text().await.unwrap_or_default()))
     }
@@ -166,13 +194,19 @@ impl Operator {
     /// Sends SIGTERM and waits for the exit.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("send SIGTERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for operator") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "operator did not exit within {within:?} of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "operator did not exit within {within:?} of SIGTERM"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
