@@ -1,0 +1,6 @@
+//! Reconciler scenarios against an in-memory API server (`support::fake_api`): what each kind
+//! writes, and what it doesn't, for the situations users meet.
+
+mod fake_api_selftest;
+mod foundation;
+mod support;

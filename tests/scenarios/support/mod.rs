@@ -1,0 +1,99 @@
+//! Shared test support: the fake API server and helpers to build contexts and objects.
+#![allow(dead_code)]
+
+pub mod fake_api;
+
+use fake_api::FakeApiServer;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use std::sync::Arc;
+use workspace_access_operator::controller::{Context, ManualClock, Settings};
+use workspace_access_operator::metrics::Metrics;
+use workspace_access_operator::providers::http::{HttpClient, HttpOptions};
+
+/// A fake API server serving the operator's CRDs.
+pub fn server() -> FakeApiServer {
+    let s = FakeApiServer::new();
+    for crd in workspace_access_operator::api::crds() {
+        s.register_crd(&crd);
+    }
+    s
+}
+
+/// The default test time.
+pub fn t0() -> jiff::Timestamp {
+    "2026-11-23T10:00:00Z".parse().unwrap()
+}
+
+/// A context on the fake server with a manual clock at [`t0`].
+pub fn context(server: &FakeApiServer, settings: Settings) -> (Arc<Context>, Arc<ManualClock>) {
+    let (ctx, clock) = context_mut(server, settings);
+    (Arc::new(ctx), clock)
+}
+
+/// Like [`context`], for tests that adjust the context before sharing it.
+pub fn context_mut(server: &FakeApiServer, settings: Settings) -> (Context, Arc<ManualClock>) {
+    let metrics = Arc::new(Metrics::new());
+    let http = HttpClient::new(
+        HttpOptions {
+            timeout: std::time::Duration::from_secs(5),
+            ..HttpOptions::default()
+        },
+        metrics.clone(),
+    )
+    .unwrap();
+    let mut ctx = Context::new(server.client(), settings, metrics, http);
+    let clock = Arc::new(ManualClock::new(t0()));
+    ctx.clock = clock.clone();
+    (ctx, clock)
+}
+
+/// A Secret with string data.
+pub fn secret(ns: &str, name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The value of `key` in a Secret, as text.
+pub fn secret_value(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()?
+        .get(key)
+        .map(|b| String::from_utf8(b.0.clone()).unwrap())
+}
+
+/// (status, reason, message) of the Ready condition in a status value.
+pub fn ready_of(status: &serde_json::Value) -> Option<(String, String, String)> {
+    let c = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+        c["message"].as_str()?.to_owned(),
+    ))
+}
+
+/// Polls `cond` every 20 ms for up to 10 s.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
