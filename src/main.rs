@@ -5,13 +5,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use workspace_access_operator::api::duration::Duration;
 use workspace_access_operator::controller::credentials::PodIdentityPolicy;
 use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
 use workspace_access_operator::controller::{Context, Settings};
+use workspace_access_operator::leader::{LeaseSettings, run_as_leader};
 use workspace_access_operator::metrics::Metrics;
 use workspace_access_operator::providers::endpoint::{AllowedEndpoint, EndpointPolicy};
 use workspace_access_operator::providers::http::{HttpClient, HttpOptions};
@@ -220,19 +221,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let result = if args.leader_elect {
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        run_with_leader_election(
-            &client,
-            &args,
-            &namespace,
-            make_ctx,
-            options,
-            &metrics,
+        let lease = LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace: args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            identity: std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("workspace-access-operator-{}", rand::random::<u64>())),
+            duration_secs: args.lease_duration,
+        };
+        let r = ready.clone();
+        run_as_leader(
+            client.clone(),
+            lease,
+            metrics.clone(),
             ready.clone(),
             shutdown.clone(),
+            |token| run_controllers(make_ctx(), options.clone(), r.clone(), token),
         )
         .await
     } else {
@@ -245,80 +251,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Err(e) = &result {
         error!(error = format!("{e:#}"), "operator stopped");
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_with_leader_election(
-    client: &kube::Client,
-    args: &RunArgs,
-    namespace: &str,
-    make_ctx: impl Fn() -> Context,
-    options: ControllerOptions,
-    metrics: &Metrics,
-    ready: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("workspace-access-operator-{}", rand::random::<u64>()));
-    let duration = args.lease_duration.max(2);
-    let grace = (duration / 3).max(1);
-    let params = kube_lease_manager::LeaseParams::new(identity.clone(), duration, grace)
-        .with_field_manager(format!("workspace-access-operator-{identity}"));
-    let manager = kube_lease_manager::LeaseManager::new(
-        client.clone(),
-        &args.lease_name,
-        namespace,
-        params,
-        kube_lease_manager::LeaseCreateMode::AutoCreate,
-    )
-    .await
-    .context("setting up leader election")?;
-    let (mut leader, lease_task) = manager.watch().await;
-    info!(identity = %identity, lease = %args.lease_name, namespace, "waiting to become the leader");
-    // A follower is ready: it serves, and takes over when the leader goes.
-    ready.store(true, Ordering::SeqCst);
-    let mut result = Ok(());
-    'terms: loop {
-        while !*leader.borrow_and_update() {
-            tokio::select! {
-                changed = leader.changed() => if changed.is_err() { break 'terms; },
-                _ = shutdown.cancelled() => break 'terms,
-            }
-        }
-        info!("became the leader; starting controllers");
-        metrics.leader.set(1);
-        let term = shutdown.child_token();
-        let controllers = run_controllers(make_ctx(), options.clone(), ready.clone(), term.clone());
-        tokio::pin!(controllers);
-        let lost = async {
-            loop {
-                if leader.changed().await.is_err() || !*leader.borrow_and_update() {
-                    return;
-                }
-            }
-        };
-        tokio::select! {
-            r = &mut controllers => { result = r; metrics.leader.set(0); break 'terms; }
-            _ = lost => {
-                warn!("lost the lease; stopping controllers");
-                term.cancel();
-                let _ = controllers.await;
-                metrics.leader.set(0);
-                ready.store(true, Ordering::SeqCst);
-            }
-        }
-        if shutdown.is_cancelled() {
-            break;
-        }
-    }
-    // Dropping the receiver makes the lease task release the lease.
-    drop(leader);
-    match lease_task.await {
-        Ok(Ok(_)) => info!("lease released"),
-        Ok(Err(e)) => warn!(error = %e, "releasing the lease failed"),
-        Err(e) => warn!(error = %e, "lease task failed"),
     }
     result
 }

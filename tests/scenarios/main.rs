@@ -3,4 +3,5 @@
 
 mod fake_api_selftest;
 mod foundation;
+mod leader;
 mod support;
