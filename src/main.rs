@@ -16,6 +16,7 @@ use workspace_access_operator::leader::{LeaseSettings, run_as_leader};
 use workspace_access_operator::metrics::Metrics;
 use workspace_access_operator::providers::endpoint::{AllowedEndpoint, EndpointPolicy};
 use workspace_access_operator::providers::http::{HttpClient, HttpOptions};
+use workspace_access_operator::providers::ratelimit::{HostRate, Rate, RateLimits};
 use workspace_access_operator::server::{ServerState, serve};
 use workspace_access_operator::{api, preview};
 
@@ -68,6 +69,12 @@ struct PolicyArgs {
     /// Longest retry delay after failures (a provider's Retry-After is honoured even if longer).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     max_backoff: Duration,
+    /// Request rate allowed per provider host, shared by all resources: QPS or QPS:BURST.
+    #[arg(long, default_value = "5:10", value_name = "QPS[:BURST]")]
+    provider_rate: Rate,
+    /// Rate for one host, overriding --provider-rate (repeatable).
+    #[arg(long = "provider-host-rate", value_name = "HOST=QPS[:BURST]")]
+    provider_host_rate: Vec<HostRate>,
 }
 
 impl PolicyArgs {
@@ -83,6 +90,10 @@ impl PolicyArgs {
     fn http_options(&self) -> HttpOptions {
         HttpOptions {
             timeout: self.provider_timeout.get(),
+            rate_limits: RateLimits {
+                default: Some(self.provider_rate),
+                hosts: self.provider_host_rate.clone(),
+            },
             ..HttpOptions::default()
         }
     }

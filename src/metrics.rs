@@ -59,6 +59,15 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     /// 1 while this replica is the leader (or leader election is off), else 0.
     pub leader: Gauge,
+    /// Provider calls delayed by the operator's own rate limit.
+    pub rate_limited: Family<ProviderLabels, Counter>,
+}
+
+/// Labels of per-provider metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// Provider label.
+    pub provider: String,
 }
 
 impl Default for Metrics {
@@ -81,6 +90,7 @@ impl Metrics {
         let provider_calls = Family::<ProviderCallLabels, Counter>::default();
         let writes = Family::<WriteLabels, Counter>::default();
         let leader = Gauge::default();
+        let rate_limited = Family::<ProviderLabels, Counter>::default();
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -107,6 +117,11 @@ impl Metrics {
             "1 while this replica runs the controllers",
             leader.clone(),
         );
+        registry.register(
+            "provider_rate_limited",
+            "Provider calls delayed by the operator's per-host rate limit",
+            rate_limited.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -115,6 +130,7 @@ impl Metrics {
             provider_calls,
             writes,
             leader,
+            rate_limited,
         }
     }
 
@@ -167,6 +183,15 @@ impl Metrics {
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
+    }
+
+    /// Counts a provider call delayed by the rate limit.
+    pub fn rate_limited(&self, provider: &str) {
+        self.rate_limited
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+            })
+            .inc();
     }
 
     /// Counts an API-server write.

@@ -6,6 +6,7 @@
 use crate::metrics::Metrics;
 use crate::providers::endpoint::origin_of;
 use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
+use crate::providers::ratelimit::{HostLimiter, RateLimits};
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use std::{
@@ -27,6 +28,9 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     /// Largest response body read; larger ones are an error.
     pub max_body_bytes: usize,
+    /// Request rates per provider host (default: unlimited; the `run` command sets the
+    /// operator's defaults).
+    pub rate_limits: RateLimits,
 }
 
 impl Default for HttpOptions {
@@ -35,6 +39,7 @@ impl Default for HttpOptions {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_body_bytes: 16 * 1024 * 1024,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -136,6 +141,7 @@ pub struct HttpClient {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     options: HttpOptions,
+    limiter: Arc<HostLimiter>,
 }
 
 impl HttpClient {
@@ -164,6 +170,7 @@ impl HttpClient {
         Ok(Self {
             client,
             metrics,
+            limiter: Arc::new(HostLimiter::new(options.rate_limits.clone())),
             options,
         })
     }
@@ -187,6 +194,14 @@ impl HttpClient {
         request: reqwest::Request,
     ) -> Result<ProviderResponse, ProviderError> {
         let origin = origin_of(request.url());
+        let host = request
+            .url()
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !self.limiter.acquire(&host).await.is_zero() {
+            self.metrics.rate_limited(call.provider);
+        }
         let result = self.client.execute(request).await;
         let response = match result {
             Ok(r) => r,
@@ -290,6 +305,7 @@ mod tests {
                 timeout: Duration::from_millis(timeout_ms),
                 connect_timeout: Duration::from_millis(timeout_ms),
                 max_body_bytes: 1024,
+                rate_limits: RateLimits::default(),
             },
             Arc::new(Metrics::new()),
         )
@@ -428,6 +444,40 @@ mod tests {
         let resp = c.execute(CALL, req).await.unwrap();
         assert_eq!(resp.status, 302, "the redirect is returned, not followed");
         assert_eq!(hit.calls_async().await, 0);
+    }
+
+    #[tokio::test]
+    async fn calls_wait_for_the_hosts_rate_limit() {
+        let server = MockServer::start_async().await;
+        let hits = server
+            .mock_async(|when, then| {
+                when.method(GET).path("/x");
+                then.status(200).body("{}");
+            })
+            .await;
+        let metrics = Arc::new(Metrics::new());
+        let c = HttpClient::new(
+            HttpOptions {
+                rate_limits: RateLimits {
+                    default: Some("20:1".parse().unwrap()),
+                    hosts: vec![],
+                },
+                ..HttpOptions::default()
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            let req = c.reqwest().get(server.url("/x")).build().unwrap();
+            c.execute(CALL, req).await.unwrap();
+        }
+        assert_eq!(hits.calls_async().await, 3);
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"workspace_access_provider_rate_limited_total{provider="test"} 2"#),
+            "the 2nd and 3rd call waited for a slot"
+        );
     }
 
     #[tokio::test]

@@ -6,3 +6,4 @@ pub mod azure_cloud;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod ratelimit;
