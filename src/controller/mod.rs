@@ -92,6 +92,29 @@ managed_kind!(
 
 pub use driver::{Preview, Reconciler, Synced};
 
+/// Attempts of a write that the API server answers with 409 Conflict.
+pub const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// Runs a write, retrying it (after 50, 100, 200 ms) when the API server answers 409 Conflict,
+/// as it can for concurrent writers; other errors return at once.
+pub async fn retry_on_conflict<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONFLICT_ATTEMPTS => {
+                tracing::debug!(attempt, "write conflicted; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << (attempt - 1))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The operator's configuration that reconcilers consult.
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -164,13 +164,10 @@ pub async fn apply_secret<K: ManagedKind>(
     }
     let secret = build_secret(owner, name, content, template);
     let ns = owner.namespace().unwrap_or_default();
-    Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&secret);
+    crate::controller::retry_on_conflict(|| api.patch(name, &params, &patch)).await?;
     ctx.metrics.write(K::KIND, "secret");
     Ok(())
 }

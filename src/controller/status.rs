@@ -85,12 +85,10 @@ pub async fn write_status<K: ManagedKind>(
         "kind": K::kind(&()),
         "status": desired,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
+    let name = obj.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&body);
+    crate::controller::retry_on_conflict(|| api.patch_status(&name, &params, &patch)).await?;
     metrics.write(K::KIND, "status");
     Ok(true)
 }

@@ -474,3 +474,55 @@ async fn missing_crds_are_reported_clearly() {
     let msg = format!("{err:#}");
     assert!(msg.contains("install the CRDs"), "{msg}");
 }
+
+#[tokio::test]
+async fn conflicts_on_secret_and_status_writes_are_retried() {
+    let s = server();
+    let owner = s.insert(&livy("team-b", "spark"));
+    let (ctx, _) = context(&s, Settings::default());
+    s.fail_next(
+        Fault::new(409)
+            .method("PATCH")
+            .path_contains("/secrets/")
+            .times(2),
+    );
+    apply_secret(&ctx, &owner, "spark", &content("t"), None)
+        .await
+        .expect("two conflicts, then success");
+    assert_eq!(
+        secret_value(&s.get("team-b", "spark").unwrap(), "token").as_deref(),
+        Some("t")
+    );
+
+    // A conflict that doesn't go away is an error (and the driver backs off).
+    s.fail_next(
+        Fault::new(409)
+            .method("PATCH")
+            .path_contains("/secrets/")
+            .times(10),
+    );
+    let err = apply_secret(&ctx, &owner, "spark", &content("u"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason().as_str(), "KubernetesError");
+    let patches = s
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/secrets/") && r.status == 409)
+        .count();
+    assert_eq!(patches, 2 + 4, "bounded attempts");
+
+    // Status writes too.
+    let obj = s.insert(&wsv_datarobot("platform", "dr"));
+    s.fail_next(
+        Fault::new(409)
+            .method("PATCH")
+            .path_contains("/status")
+            .times(3),
+    );
+    reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .expect("status written after 3 conflicts");
+    let obj: WorkspaceView = s.get("platform", "dr").unwrap();
+    assert!(obj.status.is_some());
+}
