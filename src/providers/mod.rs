@@ -2,8 +2,10 @@
 //! the endpoint policy. Provider modules know nothing of Kubernetes types; reconcilers ask them
 //! for a token or an inventory and get typed [`error::ProviderError`]s back.
 
+pub mod auth;
 pub mod azure_cloud;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod lenient;
 pub mod ratelimit;
