@@ -23,6 +23,7 @@ use crate::api::common::HasCommonStatus;
 use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
 use crate::controller::credentials::{PodIdentityPolicy, SecretSource};
 use crate::metrics::Metrics;
+use crate::providers::auth::entra::EntraTokens;
 use crate::providers::endpoint::EndpointPolicy;
 use crate::providers::http::HttpClient;
 use jiff::Timestamp;
@@ -249,6 +250,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// HTTP client for provider calls.
     pub http: HttpClient,
+    /// Microsoft Entra ID access tokens, cached per credential and shared by all resources.
+    pub entra: Arc<EntraTokens>,
     /// Event recorder.
     pub recorder: Recorder,
     /// Where credential Secrets are read from.
@@ -275,6 +278,7 @@ impl Context {
             client,
             settings,
             metrics,
+            entra: Arc::new(EntraTokens::new(http.clone())),
             http,
             recorder,
             secret_cache: SecretCache::default(),

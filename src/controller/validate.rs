@@ -8,8 +8,9 @@ use crate::api::duration::Duration;
 use crate::controller::Context;
 use crate::controller::credentials::{CredentialValue, read_key};
 use crate::controller::error::Error;
+use crate::providers::auth::entra::{EntraCredential, TokenRequest};
 use crate::providers::azure_cloud;
-use crate::providers::endpoint::Service;
+use crate::providers::endpoint::{EndpointPolicy, Service};
 use url::Url;
 
 /// A positive duration from the spec, or InvalidSpec naming the field.
@@ -53,11 +54,28 @@ pub struct AzureAuth {
     pub client_secret: Option<CredentialValue>,
     /// The Entra authority host URL.
     pub authority: Url,
+    /// The credential as the Entra client takes it (client secret with its version, or
+    /// workload identity).
+    pub credential: EntraCredential,
+}
+
+impl AzureAuth {
+    /// The Entra token request for `scope` (e.g. the ARM or Fabric `.default` scope) with these
+    /// credentials; ask `ctx.entra` for the token.
+    pub fn token_request(&self, creds: &AzureCredentials, scope: &str) -> TokenRequest {
+        TokenRequest {
+            authority: self.authority.clone(),
+            tenant: creds.tenant_id.clone(),
+            client_id: creds.client_id.clone(),
+            credential: self.credential.clone(),
+            scope: scope.to_owned(),
+        }
+    }
 }
 
 /// Validates Azure credentials for a resource in `namespace`: the one-of, the authority host
-/// against the endpoint policy, pod identity against the allowlist, and reads the client
-/// secret from the namespace.
+/// against the endpoint policy, pod identity against the allowlist (and only towards an
+/// official Entra host), and reads the client secret from the namespace.
 pub async fn azure(
     ctx: &Context,
     namespace: &str,
@@ -75,21 +93,28 @@ pub async fn azure(
         creds.authority_host_override(),
         cloud.authority_host,
     )?;
-    let client_secret = match &source {
+    let (client_secret, credential) = match &source {
         AzureCredentialSource::WorkloadIdentity => {
             ctx.settings
                 .pod_identity
                 .check(namespace, &format!("{field}.workloadIdentity"))?;
-            None
+            EndpointPolicy::require_official(Service::EntraId, &authority)?;
+            (None, EntraCredential::WorkloadIdentity)
         }
         AzureCredentialSource::ClientSecret(r) => {
-            Some(read_key(ctx.secrets.as_ref(), namespace, r).await?)
+            let value = read_key(ctx.secrets.as_ref(), namespace, r).await?;
+            let credential = EntraCredential::ClientSecret {
+                secret: value.value.clone(),
+                version: value.version.clone(),
+            };
+            (Some(value), credential)
         }
     };
     Ok(AzureAuth {
         source,
         client_secret,
         authority,
+        credential,
     })
 }
 
@@ -105,4 +130,103 @@ pub fn alibaba(
         ctx.settings.pod_identity.check(namespace, "alibaba.rrsa")?;
     }
     Ok(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::{AzureCloud, SecretKeyRef};
+    use crate::controller::credentials::{PodIdentityPolicy, StaticSecretSource};
+    use crate::controller::error::Reason;
+    use crate::controller::{Context, Settings};
+    use crate::metrics::Metrics;
+    use crate::providers::endpoint::EndpointPolicy;
+    use crate::providers::http::{HttpClient, HttpOptions};
+    use k8s_openapi::api::core::v1::Secret;
+    use std::sync::Arc;
+
+    fn ctx(allow: &[&str], pod_identity: &[&str], secrets: StaticSecretSource) -> Context {
+        let service = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("no cluster"))
+        });
+        let client = kube::Client::new(service, "default");
+        let metrics = Arc::new(Metrics::new());
+        let http = HttpClient::new(HttpOptions::default(), metrics.clone()).unwrap();
+        let settings = Settings {
+            endpoint_policy: EndpointPolicy::new(
+                allow.iter().map(|a| a.parse().unwrap()).collect(),
+            ),
+            pod_identity: PodIdentityPolicy::new(pod_identity.iter().map(|s| s.to_string())),
+            ..Settings::default()
+        };
+        let mut ctx = Context::new(client, settings, metrics, http);
+        ctx.secrets = Arc::new(secrets);
+        ctx
+    }
+
+    fn creds(secret_ref: Option<&str>, authority_host: Option<&str>) -> AzureCredentials {
+        AzureCredentials {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "11111111-1111-1111-1111-111111111111".into(),
+            client_secret_ref: secret_ref.map(|n| SecretKeyRef {
+                name: n.into(),
+                key: "clientSecret".into(),
+            }),
+            workload_identity: secret_ref.is_none(),
+            cloud: AzureCloud::AzureUsGovernment,
+            authority_host: authority_host.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_secret_credentials_become_a_token_request() {
+        let mut secrets = StaticSecretSource::default();
+        let s: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sp", "namespace": "team-a"},
+            "stringData": {"clientSecret": "s3cret"}
+        }))
+        .unwrap();
+        secrets.insert(s, "team-a");
+        let ctx = ctx(&[], &[], secrets);
+        let c = creds(Some("sp"), None);
+        let auth = azure(&ctx, "team-a", "spec.azure", &c).await.unwrap();
+        assert_eq!(auth.authority.as_str(), "https://login.microsoftonline.us/");
+        let req = auth.token_request(&c, "https://management.usgovcloudapi.net/.default");
+        assert_eq!(req.tenant, "contoso.onmicrosoft.com");
+        assert_eq!(req.client_id, c.client_id);
+        assert_eq!(req.scope, "https://management.usgovcloudapi.net/.default");
+        match req.credential {
+            EntraCredential::ClientSecret { secret, version } => {
+                assert_eq!(secret.expose(), "s3cret");
+                assert_eq!(Some(version), auth.client_secret.map(|v| v.version));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn workload_identity_needs_an_allowed_namespace_and_an_official_authority() {
+        let c = creds(None, None);
+        let err = azure(
+            &ctx(&[], &[], Default::default()),
+            "team-a",
+            "spec.azure",
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.reason(), Reason::PodIdentityNotAllowed);
+
+        let allowed = ctx(&["127.0.0.1"], &["team-a"], Default::default());
+        let auth = azure(&allowed, "team-a", "spec.azure", &c).await.unwrap();
+        assert!(matches!(auth.credential, EntraCredential::WorkloadIdentity));
+
+        // --allow-endpoint lets a client secret go to a mock, never the operator's identity.
+        let mock = creds(None, Some("http://127.0.0.1:8080"));
+        let err = azure(&allowed, "team-a", "spec.azure", &mock)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Reason::EndpointNotAllowed);
+        assert!(err.to_string().contains("own identity"), "{err}");
+    }
 }

@@ -221,6 +221,21 @@ impl EndpointPolicy {
         Ok(())
     }
 
+    /// Ok if `url` is an official host of `service` over https, else why not: the check for
+    /// credentials that belong to the operator pod itself (workload identity, RRSA), which
+    /// `--allow-endpoint` does not extend.
+    pub fn require_official(service: Service, url: &Url) -> Result<(), EndpointError> {
+        if Self::is_official(service, url) {
+            Ok(())
+        } else {
+            Err(EndpointError {
+                origin: origin_of(url),
+                service: service.display_name(),
+                why: "the operator's own identity is sent only to official hosts over https".into(),
+            })
+        }
+    }
+
     /// Whether `url` is an official host of `service` over https (credentials that belong to
     /// the operator pod itself are sent only there).
     pub fn is_official(service: Service, url: &Url) -> bool {
@@ -430,6 +445,23 @@ mod tests {
             Service::EntraId,
             &u("https://login.microsoftonline.com:444/")
         ));
+    }
+
+    #[test]
+    fn require_official_explains_the_refusal() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(
+            EndpointPolicy::require_official(
+                Service::EntraId,
+                &u("https://login.chinacloudapi.cn/")
+            )
+            .is_ok()
+        );
+        let err = EndpointPolicy::require_official(Service::EntraId, &u("http://127.0.0.1:9/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://127.0.0.1:9"), "{err}");
+        assert!(err.contains("own identity"), "{err}");
     }
 
     #[test]
