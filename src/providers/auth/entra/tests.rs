@@ -19,6 +19,7 @@ fn http(timeout: Duration) -> HttpClient {
             timeout,
             connect_timeout: timeout,
             max_body_bytes: 64 * 1024,
+            ..HttpOptions::default()
         },
         Arc::new(Metrics::new()),
     )
