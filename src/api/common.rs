@@ -71,7 +71,7 @@ pub enum AzureCloud {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.clientSecretRef) != (has(self.workloadIdentity) && self.workloadIdentity)",
+    "rule": "has(self.clientSecretRef) ? !(has(self.workloadIdentity) && self.workloadIdentity) : (has(self.workloadIdentity) && self.workloadIdentity)",
     "message": "set exactly one of clientSecretRef or workloadIdentity: true"
 }]))]
 pub struct AzureCredentials {
@@ -174,7 +174,7 @@ impl AccessKeyRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.accessKeyRef) != (has(self.rrsa) && self.rrsa)",
+    "rule": "has(self.accessKeyRef) ? !(has(self.rrsa) && self.rrsa) : (has(self.rrsa) && self.rrsa)",
     "message": "set exactly one of accessKeyRef or rrsa: true"
 }]))]
 pub struct AlibabaCredentials {

@@ -51,7 +51,7 @@ pub const TOKEN_NAME_PATTERN: &str = r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.tokenId) != has(self.managed)",
+    "rule": "has(self.tokenId) ? !has(self.managed) : has(self.managed)",
     "message": "set exactly one of tokenId (read an existing token) or managed (the operator creates and rotates the token)"
 }]))]
 pub struct LivyTokenSpec {

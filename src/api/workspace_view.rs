@@ -46,7 +46,7 @@ pub const DATAROBOT_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.fabric) != has(self.dataRobot)",
+    "rule": "has(self.fabric) ? !has(self.dataRobot) : has(self.dataRobot)",
     "message": "set exactly one of fabric or dataRobot"
 }]))]
 pub struct WorkspaceViewSpec {
@@ -119,7 +119,7 @@ pub enum DataRobotAuthScheme {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.notebookIds) != has(self.selector)",
+    "rule": "has(self.notebookIds) ? !has(self.selector) : has(self.selector)",
     "message": "set exactly one of notebookIds or selector"
 }]))]
 pub struct DataRobotSource {

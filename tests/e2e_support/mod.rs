@@ -137,6 +137,15 @@ impl Cluster {
     }
 }
 
+/// `KUBECONFIG` for the operator process: `E2E_OPERATOR_KUBECONFIG` when set (e.g. a kubeconfig
+/// with the token of the ServiceAccount of `deploy/`, to prove its RBAC is enough), else the
+/// test's own.
+fn operator_kubeconfig() -> Vec<(String, String)> {
+    std::env::var("E2E_OPERATOR_KUBECONFIG")
+        .map(|k| vec![("KUBECONFIG".to_string(), k)])
+        .unwrap_or_default()
+}
+
 /// The operator binary running against the cluster.
 pub struct Operator {
     child: Child,
@@ -159,6 +168,7 @@ impl Operator {
             .arg("--metrics-addr")
             .arg(&addr)
             .args(extra)
+            .envs(operator_kubeconfig())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
