@@ -248,6 +248,84 @@ spec:
     }
 
     #[tokio::test]
+    async fn previews_a_notebook_token_request_without_writing_anything() {
+        use httpmock::prelude::*;
+        let azure = MockServer::start_async().await;
+        let entra = azure
+            .mock_async(|when, then| {
+                when.method(POST)
+                    .path("/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token")
+                    .form_urlencoded_tuple("client_secret", "sp-secret");
+                then.status(200)
+                    .body(r#"{"token_type":"Bearer","expires_in":3599,"access_token":"arm"}"#);
+            })
+            .await;
+        let arm = azure
+            .mock_async(|when, then| {
+                when.method(POST)
+                    .path_suffix("/workspaces/testworkspace/listNotebookAccessToken")
+                    .header("authorization", "Bearer arm");
+                then.status(200).body(
+                    r#"{"notebookResourceId":"94350843095843059","hostName":"Host product name",
+                        "publicDns":"resource.notebooks.azure.net","tokenType":"Bearer",
+                        "expiresIn":28800.0,"scope":"aznb_identity",
+                        "accessToken":"very-secret-notebook-token"}"#,
+                );
+            })
+            .await;
+        let docs = format!(
+            r#"
+apiVersion: workspaceaccess.io/v1alpha1
+kind: NotebookTokenRequest
+metadata: {{name: ml}}
+spec:
+  subscriptionId: 00000000-1111-2222-3333-444444444444
+  resourceGroup: workspace-1234
+  workspaceName: testworkspace
+  endpoint: {url}
+  azure:
+    tenantId: 00000000-0000-0000-0000-000000000000
+    clientId: 11111111-1111-1111-1111-111111111111
+    clientSecretRef: {{name: azure-sp, key: clientSecret}}
+    authorityHost: {url}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: azure-sp}}
+stringData: {{clientSecret: sp-secret}}
+"#,
+            url = azure.base_url()
+        );
+        let settings = Settings {
+            endpoint_policy: crate::providers::endpoint::EndpointPolicy::new(vec![
+                "127.0.0.1".parse().unwrap(),
+            ]),
+            ..Settings::default()
+        };
+        let (m, h) = http();
+        let r = preview_documents(yaml(&docs), "team-a", settings, m, h)
+            .await
+            .unwrap();
+        assert!(r.ready, "{}", r.yaml);
+        for wanted in [
+            "resource: NotebookTokenRequest team-a/ml",
+            "reason: Synced",
+            "token valid until",
+            "hostName: Host product name",
+            "notebookResourceId: \"94350843095843059\"",
+            "name: ml",
+            "accessToken: \"[redacted]\"",
+            "publicDns: \"[redacted]\"",
+        ] {
+            assert!(r.yaml.contains(wanted), "{wanted:?} in {}", r.yaml);
+        }
+        assert!(!r.yaml.contains("refreshToken"), "absent keys are left out");
+        assert!(!r.yaml.contains("very-secret") && !r.yaml.contains("sp-secret"));
+        entra.assert_calls_async(1).await;
+        arm.assert_calls_async(1).await;
+    }
+
+    #[tokio::test]
     async fn refuses_unrelated_or_ambiguous_input() {
         let (m, h) = http();
         let err = preview_documents(

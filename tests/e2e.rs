@@ -12,10 +12,11 @@
 mod e2e_support;
 
 use e2e_support::*;
+use httpmock::prelude::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use workspace_access_operator::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
 
 /// The foundation: CRDs install, the operator starts, reports every kind in its status, serves
@@ -94,6 +95,159 @@ async fn operator_reports_each_kind_and_stops_on_sigterm() {
     let (code, metrics) = operator.get("/metrics").await;
     assert_eq!(code, 200);
     assert!(metrics.contains("workspace_access_reconcile_failures_total{kind=\"WorkspaceView\",reason=\"CredentialsNotFound\"}"), "{metrics}");
+
+    let status = operator.terminate(Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "operator exit status after SIGTERM: {status:?}"
+    );
+    cluster.delete_namespace(&ns).await;
+}
+
+/// NotebookTokenRequest against a mock Azure (Entra ID and ARM on one loopback httpmock server,
+/// allowed with --allow-endpoint): the Secret appears, and the token, which the mock makes live
+/// 90 s, is renewed before it expires with exactly one ARM call, reusing the Entra token.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn notebook_token_request_gets_its_secret_and_renews_it() {
+    const TENANT: &str = "00000000-0000-0000-0000-000000000000";
+    let azure = MockServer::start_async().await;
+    let entra = azure
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path(format!("/{TENANT}/oauth2/v2.0/token"))
+                .form_urlencoded_tuple("client_secret", "e2e-client-secret")
+                .form_urlencoded_tuple("scope", "https://management.azure.com/.default");
+            then.status(200).json_body(json!({
+                "token_type": "Bearer", "expires_in": 3599, "access_token": "e2e-arm-token"
+            }));
+        })
+        .await;
+    let arm = azure
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path("/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.MachineLearningServices/workspaces/testworkspace/listNotebookAccessToken")
+                .query_param("api-version", "2024-04-01")
+                .header("authorization", "Bearer e2e-arm-token")
+                .header("content-length", "0");
+            then.status(200).header("x-ms-request-id", "e2e-req").json_body(json!({
+                "notebookResourceId": "94350843095843059", "hostName": "Host product name",
+                "publicDns": "resource.notebooks.azure.net", "tokenType": "Bearer",
+                "expiresIn": 90.0, "scope": "aznb_identity",
+                "accessToken": "e2e-notebook-token", "refreshToken": "e2e-refresh-token"
+            }));
+        })
+        .await;
+
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-ntr").await;
+    let allow = format!("127.0.0.1:{}", azure.port());
+    let mut operator = Operator::start(&cluster, &["--allow-endpoint", &allow]).await;
+
+    cluster
+        .apply_json(
+            &ns,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "azure-sp"},
+                "stringData": {"clientSecret": "e2e-client-secret"}
+            }),
+        )
+        .await;
+    let applied = Instant::now();
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "NotebookTokenRequest",
+            "metadata": {"name": "ml"},
+            "spec": {"subscriptionId": "00000000-1111-2222-3333-444444444444",
+                     "resourceGroup": "workspace-1234", "workspaceName": "testworkspace",
+                     "endpoint": azure.base_url(),
+                     "azure": {"tenantId": TENANT, "clientId": "11111111-1111-1111-1111-111111111111",
+                               "clientSecretRef": {"name": "azure-sp", "key": "clientSecret"},
+                               "authorityHost": azure.base_url()},
+                     "secretName": "ml-notebook-token"}
+        }))
+        .await;
+
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    let expires_at = |s: &Secret| {
+        s.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("workspaceaccess.io/expires-at"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = loop {
+        if let Some(s) = secrets.get_opt("ml-notebook-token").await.unwrap() {
+            break s;
+        }
+        assert!(
+            applied.elapsed() < Duration::from_secs(30),
+            "no Secret within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "Secret appeared {:?} after the resource was applied",
+        applied.elapsed()
+    );
+    let data = first.data.as_ref().expect("Secret data");
+    assert_eq!(data["accessToken"].0, b"e2e-notebook-token");
+    assert_eq!(data["refreshToken"].0, b"e2e-refresh-token");
+    assert_eq!(data["publicDns"].0, b"resource.notebooks.azure.net");
+    let owner = &first.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.kind, "NotebookTokenRequest");
+    let (ready, reason) = cluster
+        .wait_ready_reason::<NotebookTokenRequest>(&ns, "ml", Duration::from_secs(30))
+        .await;
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Synced"));
+    let status = serde_json::to_value(
+        Api::<NotebookTokenRequest>::namespaced(cluster.client.clone(), &ns)
+            .get("ml")
+            .await
+            .unwrap()
+            .status
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["hostName"], "Host product name");
+    assert_eq!(
+        status["expiresAt"].as_str(),
+        Some(expires_at(&first).as_str())
+    );
+    assert_eq!(arm.calls_async().await, 1);
+
+    // The 90 s token is renewed 36-45 s after it was minted, before it expires.
+    let first_expiry = expires_at(&first);
+    let renewed = loop {
+        let s = secrets.get("ml-notebook-token").await.unwrap();
+        if expires_at(&s) != first_expiry {
+            break s;
+        }
+        assert!(
+            applied.elapsed() < Duration::from_secs(120),
+            "token not renewed within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let renewed_at = jiff::Timestamp::now();
+    let old_expiry: jiff::Timestamp = first_expiry.parse().unwrap();
+    assert!(
+        renewed_at < old_expiry,
+        "renewed at {renewed_at}, after the old token expired at {old_expiry}"
+    );
+    assert!(expires_at(&renewed).parse::<jiff::Timestamp>().unwrap() > old_expiry);
+    assert_eq!(
+        arm.calls_async().await,
+        2,
+        "exactly one ARM call per renewal"
+    );
+    assert_eq!(
+        entra.calls_async().await,
+        1,
+        "the Entra token (1 h) is reused"
+    );
 
     let status = operator.terminate(Duration::from_secs(20)).await;
     assert!(

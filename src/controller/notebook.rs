@@ -1,31 +1,305 @@
-//! Reconciler of `NotebookTokenRequest`.
+//! Reconciler of `NotebookTokenRequest`: an Azure Machine Learning notebook access token in a
+//! Secret, renewed before it expires.
+//!
+//! One sync: validate the spec, endpoint and credentials; look at the Secret. If the Secret is
+//! ours and records a token obtained for this generation whose renewal time has not come, no
+//! Azure call is made (resyncs, the operator's own status writes and restarts cost nothing);
+//! otherwise get an ARM token from the shared Entra cache, call `listNotebookAccessToken`,
+//! write the Secret and report the token's metadata in the status. A failure leaves the Secret
+//! as it is.
 
 use crate::api::NotebookTokenRequest;
+use crate::api::common::TokenSecretSpec;
 use crate::api::notebook_token_request::NotebookTokenRequestStatus;
 use crate::controller::error::Error;
-use crate::controller::secret::{check_ownership, secret_name};
+use crate::controller::schedule::{self, RecordedToken, recorded_token};
+use crate::controller::secret::{
+    SecretContent, SecretState, apply_secret, check_ownership, rfc3339, secret_name,
+};
+use crate::controller::validate::AzureAuth;
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};
 use crate::providers::azure_cloud;
+use crate::providers::azure_ml::{self, NotebookAccessToken, Workspace};
 use crate::providers::endpoint::Service;
+use crate::providers::error::ProviderErrorKind;
+use crate::redact::SecretString;
 use async_trait::async_trait;
-use kube::ResourceExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use tracing::info;
 
-/// Everything checked before calling Azure.
-pub async fn validate(obj: &NotebookTokenRequest, ctx: &Context) -> Result<(), Error> {
+/// Keys of the Secret holding the token.
+pub mod keys {
+    /// The notebook access token.
+    pub const ACCESS_TOKEN: &str = "accessToken";
+    /// The refresh token, when Azure returns one.
+    pub const REFRESH_TOKEN: &str = "refreshToken";
+    /// Token type, e.g. Bearer.
+    pub const TOKEN_TYPE: &str = "tokenType";
+    /// Expiry, RFC 3339.
+    pub const EXPIRES_AT: &str = "expiresAt";
+    /// Host name returned by Azure.
+    pub const HOST_NAME: &str = "hostName";
+    /// Public DNS name of the notebook service.
+    pub const PUBLIC_DNS: &str = "publicDns";
+    /// Notebook resource ID.
+    pub const NOTEBOOK_RESOURCE_ID: &str = "notebookResourceId";
+    /// Token scope.
+    pub const SCOPE: &str = "scope";
+}
+
+/// A resource that passed validation: what to call, and with which credentials.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The workspace (and ARM endpoint) to call.
+    pub workspace: Workspace,
+    /// The Azure credentials.
+    pub auth: AzureAuth,
+    /// The `.default` scope of Azure Resource Manager in the resource's cloud.
+    pub scope: &'static str,
+    /// `spec.renewBefore`, if set.
+    pub renew_before: Option<std::time::Duration>,
+}
+
+/// Everything checked before calling Azure. The CRD schema checks the names too; this repeats
+/// it for resources that never went through the API server (`preview`).
+pub async fn validate(obj: &NotebookTokenRequest, ctx: &Context) -> Result<Checked, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let spec = &obj.spec;
-    validate::positive("spec.renewBefore", spec.renew_before.as_ref())?;
+    let renew_before = validate::positive("spec.renewBefore", spec.renew_before.as_ref())?;
+    check_names(spec)?;
     let cloud = azure_cloud::endpoints(spec.azure.cloud);
-    validate::endpoint(
+    let endpoint = validate::endpoint(
         ctx,
         Service::AzureResourceManager,
         "spec.endpoint",
         spec.endpoint.as_deref(),
         cloud.resource_manager,
     )?;
-    validate::azure(ctx, &ns, "spec.azure", &spec.azure).await?;
+    let auth = validate::azure(ctx, &ns, "spec.azure", &spec.azure).await?;
+    Ok(Checked {
+        workspace: Workspace {
+            endpoint,
+            subscription_id: spec.subscription_id.clone(),
+            resource_group: spec.resource_group.clone(),
+            workspace_name: spec.workspace_name.clone(),
+            api_version: spec.api_version.clone(),
+        },
+        auth,
+        scope: cloud.resource_manager_scope,
+        renew_before,
+    })
+}
+
+fn check_names(spec: &crate::api::NotebookTokenRequestSpec) -> Result<(), Error> {
+    let invalid = |m: String| Err(Error::InvalidSpec(m));
+    if !is_guid(&spec.subscription_id) {
+        return invalid(format!(
+            "spec.subscriptionId {:?} is not a GUID",
+            spec.subscription_id
+        ));
+    }
+    let rg = &spec.resource_group;
+    let rg_chars = rg
+        .chars()
+        .all(|c| c.is_alphanumeric() || "-_.()".contains(c));
+    if rg.is_empty() || rg.chars().count() > 90 || !rg_chars || rg.ends_with('.') {
+        return invalid(format!(
+            "spec.resourceGroup {rg:?} is not a resource group name (1-90 letters, digits, \
+             _ - . ( ), not ending in a period)"
+        ));
+    }
+    let ws = spec.workspace_name.as_bytes();
+    let ws_ok = (3..=33).contains(&ws.len())
+        && ws[0].is_ascii_alphanumeric()
+        && ws
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
+    if !ws_ok {
+        return invalid(format!(
+            "spec.workspaceName {:?} is not a workspace name (3-33 letters, digits, _ and -, \
+             starting with a letter or digit)",
+            spec.workspace_name
+        ));
+    }
+    let v = spec.api_version.as_bytes();
+    let date = v.len() >= 10
+        && v[..10].iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !(date && (v.len() == 10 || &v[10..] == b"-preview")) {
+        return invalid(format!(
+            "spec.apiVersion {:?} is not an ARM api-version (YYYY-MM-DD or YYYY-MM-DD-preview)",
+            spec.api_version
+        ));
+    }
     Ok(())
+}
+
+fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Gets an ARM token from the shared Entra cache and calls `listNotebookAccessToken`. A 401
+/// from ARM drops the cached Entra token, so the retry gets a fresh one.
+async fn mint(
+    obj: &NotebookTokenRequest,
+    ctx: &Context,
+    checked: &Checked,
+    now: Timestamp,
+) -> Result<NotebookAccessToken, Error> {
+    let request = checked.auth.token_request(&obj.spec.azure, checked.scope);
+    let bearer = ctx.entra.token(&request, now).await?;
+    match azure_ml::list_notebook_access_token(&ctx.http, &bearer.token, &checked.workspace).await {
+        Ok(token) => Ok(token),
+        Err(e) => {
+            if e.kind == ProviderErrorKind::AuthenticationFailed {
+                ctx.entra.invalidate(&request);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// A minted token, with the times that go into the Secret and status.
+struct Minted {
+    token: NotebookAccessToken,
+    expires_at: Timestamp,
+    renew_at: Timestamp,
+}
+
+fn schedule_token(
+    obj: &NotebookTokenRequest,
+    checked: &Checked,
+    token: NotebookAccessToken,
+    now: Timestamp,
+) -> Minted {
+    // Whole seconds (rounded down), as the Secret's annotations record them, so that the
+    // status and the annotations agree after a restart.
+    let whole = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
+    let expires_at = whole(schedule::add(now, token.expires_in));
+    let seed = format!("{}/{}", obj.uid().unwrap_or_default(), expires_at);
+    let renew_at = whole(schedule::renew_at(
+        now,
+        expires_at,
+        checked.renew_before,
+        &seed,
+    ));
+    Minted {
+        token,
+        expires_at,
+        renew_at,
+    }
+}
+
+/// The Secret's keys (absent fields are left out).
+fn secret_data(m: &Minted) -> BTreeMap<String, SecretString> {
+    let t = &m.token;
+    let mut data = BTreeMap::new();
+    data.insert(keys::ACCESS_TOKEN.into(), t.access_token.clone());
+    data.insert(
+        keys::EXPIRES_AT.into(),
+        SecretString::new(rfc3339(m.expires_at)),
+    );
+    if let Some(r) = &t.refresh_token {
+        data.insert(keys::REFRESH_TOKEN.into(), r.clone());
+    }
+    for (key, value) in [
+        (keys::TOKEN_TYPE, &t.token_type),
+        (keys::HOST_NAME, &t.host_name),
+        (keys::PUBLIC_DNS, &t.public_dns),
+        (keys::NOTEBOOK_RESOURCE_ID, &t.notebook_resource_id),
+        (keys::SCOPE, &t.scope),
+    ] {
+        if let Some(v) = value {
+            data.insert(key.into(), SecretString::new(v.clone()));
+        }
+    }
+    data
+}
+
+fn status_for(
+    current: Option<&NotebookTokenRequestStatus>,
+    secret: &str,
+    m: &Minted,
+) -> NotebookTokenRequestStatus {
+    let t = &m.token;
+    NotebookTokenRequestStatus {
+        expires_at: Some(m.expires_at),
+        secret_name: Some(secret.to_owned()),
+        notebook_resource_id: t.notebook_resource_id.clone(),
+        host_name: t.host_name.clone(),
+        public_dns: t.public_dns.clone(),
+        token_type: t.token_type.clone(),
+        scope: t.scope.clone(),
+        common: current.map(|s| s.common.clone()).unwrap_or_default(),
+    }
+}
+
+fn valid_until(expires_at: Timestamp) -> String {
+    format!("token valid until {}", rfc3339(expires_at))
+}
+
+/// The sync when the Secret already holds a valid token for this generation: no Azure call.
+/// The status is kept as it is; if it doesn't describe that token (the status was lost, e.g.
+/// the resource was restored from a backup without status), it is rebuilt from the Secret's
+/// non-secret keys. `None` if the Secret vanished meanwhile (then a token is minted).
+async fn from_recorded(
+    obj: &NotebookTokenRequest,
+    ctx: &Context,
+    name: &str,
+    recorded: RecordedToken,
+) -> Result<Option<Synced<NotebookTokenRequestStatus>>, Error> {
+    let current = obj.status.clone().unwrap_or_default();
+    let describes_it = current.expires_at == Some(recorded.expires_at)
+        && current.secret_name.as_deref() == Some(name);
+    let status = if describes_it {
+        current
+    } else {
+        let ns = obj.namespace().unwrap_or_default();
+        let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(name)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let text = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        };
+        NotebookTokenRequestStatus {
+            expires_at: Some(recorded.expires_at),
+            secret_name: Some(name.to_owned()),
+            notebook_resource_id: text(keys::NOTEBOOK_RESOURCE_ID),
+            host_name: text(keys::HOST_NAME),
+            public_dns: text(keys::PUBLIC_DNS),
+            token_type: text(keys::TOKEN_TYPE),
+            scope: text(keys::SCOPE),
+            common: current.common,
+        }
+    };
+    Ok(Some(Synced {
+        status,
+        message: valid_until(recorded.expires_at),
+        next_sync: recorded.renew_at,
+        last_sync: None,
+        event: None,
+    }))
 }
 
 #[async_trait]
@@ -34,17 +308,124 @@ impl Reconciler for NotebookTokenRequest {
         obj: Arc<Self>,
         ctx: Arc<Context>,
     ) -> Result<Synced<NotebookTokenRequestStatus>, Error> {
-        validate(&obj, &ctx).await?;
-        let name = secret_name(obj.as_ref(), obj.spec.secret_name.as_deref());
-        check_ownership(&ctx, obj.as_ref(), &name).await?;
-        Err(Error::NotImplemented("Azure Machine Learning"))
+        let now = ctx.now();
+        let checked = validate(&obj, &ctx).await?;
+        let name = secret_name(obj.as_ref(), obj.spec.secret_name());
+        let state = check_ownership(&ctx, obj.as_ref(), &name).await?;
+        if let SecretState::Owned(meta) = &state
+            && let Some(recorded) = recorded_token(meta, obj.meta().generation, now)
+            && let Some(synced) = from_recorded(&obj, &ctx, &name, recorded).await?
+        {
+            return Ok(synced);
+        }
+
+        let token = mint(&obj, &ctx, &checked, now).await?;
+        let minted = schedule_token(&obj, &checked, token, now);
+        let content = SecretContent {
+            data: secret_data(&minted),
+            expires_at: minted.expires_at,
+            renew_at: minted.renew_at,
+        };
+        apply_secret(
+            &ctx,
+            obj.as_ref(),
+            &name,
+            &content,
+            obj.spec.secret_template(),
+        )
+        .await?;
+        let expires = rfc3339(minted.expires_at);
+        info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+              workspace = %obj.spec.workspace_name, secret = %name, expires_at = %expires,
+              renew_at = %rfc3339(minted.renew_at), request_id = ?minted.token.request_id,
+              "notebook access token written");
+        Ok(Synced {
+            status: status_for(obj.status.as_ref(), &name, &minted),
+            message: valid_until(minted.expires_at),
+            next_sync: minted.renew_at,
+            last_sync: Some(now),
+            event: Some(format!(
+                "Wrote a notebook access token for workspace {} to Secret {name}, valid until \
+                 {expires}",
+                obj.spec.workspace_name
+            )),
+        })
     }
 
     async fn preview(
         obj: Arc<Self>,
         ctx: Arc<Context>,
     ) -> Result<Preview<NotebookTokenRequestStatus>, Error> {
-        validate(&obj, &ctx).await?;
-        Err(Error::NotImplemented("Azure Machine Learning"))
+        let now = ctx.now();
+        let checked = validate(&obj, &ctx).await?;
+        let name = secret_name(obj.as_ref(), obj.spec.secret_name());
+        let token = mint(&obj, &ctx, &checked, now).await?;
+        let minted = schedule_token(&obj, &checked, token, now);
+        let mut status = status_for(None, &name, &minted);
+        status.common.last_sync_time = Some(now);
+        status.common.next_sync_time = Some(minted.renew_at);
+        Ok(Preview {
+            status,
+            message: valid_until(minted.expires_at),
+            secret_name: Some(name),
+            secret_keys: secret_data(&minted).into_keys().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(patch: serde_json::Value) -> crate::api::NotebookTokenRequestSpec {
+        let mut base = json!({
+            "subscriptionId": "00000000-1111-2222-3333-444444444444",
+            "resourceGroup": "workspace-1234",
+            "workspaceName": "testworkspace",
+            "azure": {"tenantId": "t.example.com", "clientId": "11111111-1111-1111-1111-111111111111",
+                      "clientSecretRef": {"name": "sp", "key": "clientSecret"}}
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn names_are_checked_like_the_schema_does() {
+        assert!(check_names(&spec(json!({}))).is_ok());
+        assert_eq!(spec(json!({})).api_version, "2024-04-01");
+        for ok in [
+            json!({"resourceGroup": "rg.(prod)_x-1"}),
+            json!({"resourceGroup": "Grüppe"}),
+            json!({"workspaceName": "a_b-c"}),
+            json!({"apiVersion": "2025-01-01-preview"}),
+        ] {
+            assert!(check_names(&spec(ok.clone())).is_ok(), "{ok}");
+        }
+        for (bad, field) in [
+            (json!({"subscriptionId": "sub"}), "spec.subscriptionId"),
+            (json!({"resourceGroup": ""}), "spec.resourceGroup"),
+            (json!({"resourceGroup": "rg."}), "spec.resourceGroup"),
+            (json!({"resourceGroup": "a/b"}), "spec.resourceGroup"),
+            (
+                json!({"resourceGroup": "x".repeat(91)}),
+                "spec.resourceGroup",
+            ),
+            (json!({"workspaceName": "../x"}), "spec.workspaceName"),
+            (json!({"workspaceName": "ab"}), "spec.workspaceName"),
+            (json!({"workspaceName": "_abc"}), "spec.workspaceName"),
+            (
+                json!({"workspaceName": "a".repeat(34)}),
+                "spec.workspaceName",
+            ),
+            (json!({"apiVersion": "latest"}), "spec.apiVersion"),
+            (json!({"apiVersion": "2024-04-01-beta"}), "spec.apiVersion"),
+        ] {
+            let err = check_names(&spec(bad.clone())).unwrap_err();
+            assert_eq!(err.reason().as_str(), "InvalidSpec", "{bad}");
+            assert!(err.to_string().starts_with(field), "{bad}: {err}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod azure_cloud;
+pub mod azure_ml;
 pub mod endpoint;
 pub mod error;
 pub mod http;

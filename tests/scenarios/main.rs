@@ -4,4 +4,5 @@
 mod fake_api_selftest;
 mod foundation;
 mod leader;
+mod notebook;
 mod support;
