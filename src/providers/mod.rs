@@ -8,6 +8,7 @@ pub mod azure_ml;
 pub mod datarobot;
 pub mod endpoint;
 pub mod error;
+pub mod fabric;
 pub mod http;
 pub mod lenient;
 pub mod ratelimit;
