@@ -221,7 +221,13 @@ impl DataRobotClient {
     pub async fn shared_roles(&self, ids: &[String]) -> Result<SharedRoles, ProviderError> {
         let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
         let wanted: Vec<&str> = wanted.into_iter().collect();
-        let answers: Vec<Vec<BulkEntry>> = stream::iter(batches(&wanted))
+        // Owned batches and IDs below: futures borrowing from locals trip up the Send check of
+        // callers.
+        let batches: Vec<Vec<String>> = batches(&wanted)
+            .into_iter()
+            .map(|b| b.into_iter().map(str::to_owned).collect())
+            .collect();
+        let answers: Vec<Vec<BulkEntry>> = stream::iter(batches)
             .map(|batch| self.bulk(batch))
             .buffer_unordered(CONCURRENCY)
             .try_collect()
@@ -234,17 +240,20 @@ impl DataRobotClient {
                     .or_insert_with(|| entry.roles.unwrap_or_default());
             }
         }
-        let recheck: Vec<&str> = wanted
+        let recheck: Vec<String> = wanted
             .iter()
-            .copied()
             .filter(|id| {
                 found
-                    .get(*id)
+                    .get(**id)
                     .is_none_or(|r| r.len() >= FULL_LIST_THRESHOLD)
             })
+            .map(|id| (*id).to_owned())
             .collect();
-        let rechecked: Vec<(&str, Option<Vec<SharedRole>>)> = stream::iter(recheck)
-            .map(|id| async move { Ok::<_, ProviderError>((id, self.notebook_roles(id).await?)) })
+        let rechecked: Vec<(String, Option<Vec<SharedRole>>)> = stream::iter(recheck)
+            .map(|id| async move {
+                let roles = self.notebook_roles(&id).await?;
+                Ok::<_, ProviderError>((id, roles))
+            })
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
@@ -252,11 +261,11 @@ impl DataRobotClient {
         for (id, roles) in rechecked {
             match roles {
                 Some(roles) => {
-                    found.insert(id.to_owned(), roles);
+                    found.insert(id, roles);
                 }
                 None => {
-                    found.remove(id);
-                    missing.push(id.to_owned());
+                    found.remove(&id);
+                    missing.push(id);
                 }
             }
         }
@@ -271,7 +280,7 @@ impl DataRobotClient {
     }
 
     /// One bulk call.
-    async fn bulk(&self, ids: Vec<&str>) -> Result<Vec<BulkEntry>, ProviderError> {
+    async fn bulk(&self, ids: Vec<String>) -> Result<Vec<BulkEntry>, ProviderError> {
         let mut url = self.url(&["notebooks", "sharedRoles"]);
         url.query_pairs_mut()
             .append_pair("notebookIds", &ids.join(","));

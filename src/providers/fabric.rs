@@ -207,9 +207,10 @@ impl FabricClient {
         &self,
         workspace_ids: &[String],
     ) -> Result<Vec<RoleAssignments>, ProviderError> {
-        stream::iter(workspace_ids)
+        // Owned IDs: futures borrowing from the argument trip up the Send check of callers.
+        stream::iter(workspace_ids.to_vec())
             .map(|id| async move {
-                match self.role_assignments(id).await {
+                match self.role_assignments(&id).await {
                     Ok(list) => Ok(RoleAssignments::Listed(list)),
                     Err(e)
                         if matches!(
@@ -220,7 +221,7 @@ impl FabricClient {
                         Ok(RoleAssignments::NotReadable(e))
                     }
                     Err(mut e) => {
-                        e.message = format!("workspace {}: {}", clip(id, 64), e.message);
+                        e.message = format!("workspace {}: {}", clip(&id, 64), e.message);
                         Err(e)
                     }
                 }
