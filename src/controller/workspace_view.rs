@@ -21,12 +21,14 @@ use crate::controller::inventory::{
 };
 use crate::controller::schedule::add;
 use crate::controller::validate::AzureAuth;
-use crate::controller::{Context, Preview, Reconciler, Synced, validate};
-use crate::providers::azure_cloud::FABRIC_ENDPOINT;
+use crate::controller::{Clock, Context, Preview, Reconciler, Synced, validate};
+use crate::providers::auth::entra::{EntraTokens, TokenRequest};
+use crate::providers::azure_cloud::{FABRIC_ENDPOINT, FABRIC_SCOPE};
 use crate::providers::datarobot::{AuthScheme, DataRobotClient, NotebookQuery};
 use crate::providers::endpoint::Service;
 use crate::providers::error::{ProviderError, ProviderErrorKind};
-use crate::providers::fabric::{AccessToken, FabricClient};
+use crate::providers::fabric::{FabricClient, TokenSource};
+use crate::redact::SecretString;
 use async_trait::async_trait;
 use kube::ResourceExt;
 use std::sync::Arc;
@@ -121,15 +123,27 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
     }
 }
 
-/// The bearer-token source for Fabric from validated Azure credentials.
-///
-/// The Microsoft Entra ID token module is not in this tree yet; until it is, a Fabric view
-/// validates completely (spec, endpoint policy, credentials) and then reports
-/// `ProviderNotImplemented` here, before any provider call.
-fn fabric_token(_ctx: &Context, _auth: &AzureAuth) -> Result<Arc<dyn AccessToken>, Error> {
-    Err(Error::NotImplemented(
-        "Microsoft Entra ID (tokens for Fabric)",
-    ))
+/// Fabric bearer tokens from the shared Microsoft Entra ID cache (scope
+/// [`FABRIC_SCOPE`]), for one resource's credentials.
+struct EntraFabricToken {
+    entra: Arc<EntraTokens>,
+    request: TokenRequest,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl TokenSource for EntraFabricToken {
+    async fn bearer_token(&self) -> Result<SecretString, ProviderError> {
+        Ok(self
+            .entra
+            .token(&self.request, self.clock.now())
+            .await?
+            .token)
+    }
+
+    fn rejected(&self) {
+        self.entra.invalidate(&self.request);
+    }
 }
 
 fn role_name(role: FabricRole) -> &'static str {
@@ -172,7 +186,12 @@ pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built,
             endpoint,
             auth,
         } => {
-            let client = FabricClient::new(http, policy, endpoint, fabric_token(ctx, &auth)?);
+            let token = EntraFabricToken {
+                entra: ctx.entra.clone(),
+                request: auth.token_request(&source.azure, FABRIC_SCOPE),
+                clock: ctx.clock.clone(),
+            };
+            let client = FabricClient::new(http, policy, endpoint, Arc::new(token));
             let roles: Vec<&str> = source
                 .roles
                 .iter()

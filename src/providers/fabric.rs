@@ -12,9 +12,10 @@
 //! - `type`, `role` and principal types stay strings: Fabric adds values over time.
 //! - Errors: `{errorCode, message, requestId}` mapped to kinds by status (and `TokenExpired`);
 //!   429 + `Retry-After` (seconds); a short wait is repeated in place.
-//! - The bearer token comes from an [`AccessToken`] source (Microsoft Entra ID, scope
+//! - The bearer token comes from a [`TokenSource`] (Microsoft Entra ID, scope
 //!   [`crate::providers::azure_cloud::FABRIC_SCOPE`]), asked once per request; the source
-//!   caches it.
+//!   caches it, and is told when Fabric rejects it (401, `TokenExpired`) so that the next sync
+//!   gets a fresh one.
 //!
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
@@ -59,16 +60,18 @@ const TOKEN_UNSAFE: &AsciiSet = &CONTROLS
 
 /// Where the Fabric client gets its bearer tokens.
 #[async_trait]
-pub trait AccessToken: Send + Sync {
+pub trait TokenSource: Send + Sync {
     /// A current access token for the Fabric API.
     async fn bearer_token(&self) -> Result<SecretString, ProviderError>;
+    /// Fabric refused the token (expired or revoked): don't hand it out again.
+    fn rejected(&self) {}
 }
 
 /// A fixed token (tests, or a token obtained elsewhere for one sync).
 pub struct StaticToken(pub SecretString);
 
 #[async_trait]
-impl AccessToken for StaticToken {
+impl TokenSource for StaticToken {
     async fn bearer_token(&self) -> Result<SecretString, ProviderError> {
         Ok(self.0.clone())
     }
@@ -146,7 +149,7 @@ pub struct FabricClient {
     http: HttpClient,
     policy: EndpointPolicy,
     base: Url,
-    token: Arc<dyn AccessToken>,
+    token: Arc<dyn TokenSource>,
 }
 
 impl FabricClient {
@@ -156,7 +159,7 @@ impl FabricClient {
         http: HttpClient,
         policy: EndpointPolicy,
         base: Url,
-        token: Arc<dyn AccessToken>,
+        token: Arc<dyn TokenSource>,
     ) -> Self {
         Self {
             http,
@@ -294,7 +297,11 @@ impl FabricClient {
         };
         let response = self.http.execute_retrying(call, request, RETRY).await?;
         if !response.is_success() {
-            return Err(error_from(operation, &response));
+            let err = error_from(operation, &response);
+            if err.kind == ProviderErrorKind::AuthenticationFailed {
+                self.token.rejected();
+            }
+            return Err(err);
         }
         response.json(&format!("Fabric {operation}"))
     }

@@ -523,7 +523,7 @@ async fn malformed_pages_are_invalid_responses() {
 async fn token_failures_stop_before_any_request() {
     struct Refused;
     #[async_trait]
-    impl AccessToken for Refused {
+    impl TokenSource for Refused {
         async fn bearer_token(&self) -> Result<SecretString, ProviderError> {
             Err(ProviderError::new(
                 ProviderErrorKind::AuthenticationFailed,
@@ -548,4 +548,49 @@ async fn token_failures_stop_before_any_request() {
     let err = c.list_workspaces(&[]).await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::AuthenticationFailed);
     assert_eq!(any.calls_async().await, 0);
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_reported_to_its_source() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counting(AtomicUsize);
+    #[async_trait]
+    impl TokenSource for Counting {
+        async fn bearer_token(&self) -> Result<SecretString, ProviderError> {
+            Ok(SecretString::new(TOKEN))
+        }
+        fn rejected(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/workspaces");
+            then.status(401).json_body(json!({
+                "errorCode": "TokenExpired", "message": "Access token has expired"
+            }));
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/workspaces/w1/roleAssignments");
+            then.status(403)
+                .json_body(json!({"errorCode": "InsufficientPrivileges", "message": "no"}));
+        })
+        .await;
+    let source = Arc::new(Counting(AtomicUsize::new(0)));
+    let http = HttpClient::new(HttpOptions::default(), Arc::new(Metrics::new())).unwrap();
+    let c = FabricClient::new(
+        http,
+        policy_for(&[&server]),
+        Url::parse(&server.base_url()).unwrap(),
+        source.clone(),
+    );
+    let err = c.list_workspaces(&[]).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::AuthenticationFailed);
+    assert_eq!(source.0.load(Ordering::SeqCst), 1);
+    // A 403 is about the caller's role, not the token.
+    c.role_assignments_of(&["w1".into()]).await.unwrap();
+    assert_eq!(source.0.load(Ordering::SeqCst), 1);
 }
