@@ -19,7 +19,7 @@
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
 use crate::providers::endpoint::{EndpointPolicy, Service};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
 use crate::redact::SecretString;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -417,14 +417,12 @@ fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
         ),
         None => (None, String::new()),
     };
-    let mut message = format!("DataRobot {operation}: HTTP {status}");
-    match (name, text.is_empty()) {
-        (Some(n), false) => message.push_str(&format!(": {n}: {text}")),
-        (Some(n), true) => message.push_str(&format!(": {n}")),
-        (None, false) => message.push_str(&format!(": {text}")),
-        (None, true) => {}
-    }
-    let mut message = clip(&message, 600);
+    let mut message = http_error_message(
+        &format!("DataRobot {operation}"),
+        status,
+        name.as_deref(),
+        &text,
+    );
     if status == 401 {
         message.push_str(
             " (check the API token in apiTokenRef, and authScheme: Token for API keys, Bearer \

@@ -20,7 +20,7 @@
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
 use crate::providers::endpoint::{EndpointPolicy, Service};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
 use crate::redact::SecretString;
 use async_trait::async_trait;
@@ -354,18 +354,17 @@ fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
         Some("TokenExpired") => ProviderErrorKind::AuthenticationFailed,
         _ => ProviderError::kind_for_status(status),
     };
-    let mut message = format!("Fabric {operation}: HTTP {status}");
-    match (&code, text.is_empty()) {
-        (Some(c), false) => message.push_str(&format!(": {c}: {text}")),
-        (Some(c), true) => message.push_str(&format!(": {c}")),
-        (None, false) => message.push_str(&format!(": {text}")),
-        (None, true) => {}
-    }
+    let message = http_error_message(
+        &format!("Fabric {operation}"),
+        status,
+        code.as_deref(),
+        &text,
+    );
     let request_id = body_request_id
         .or_else(|| response.header("requestid").map(str::to_owned))
         .or_else(|| response.header("x-ms-request-id").map(str::to_owned))
         .map(|s| clip(&s, 100));
-    ProviderError::new(kind, clip(&message, 600))
+    ProviderError::new(kind, message)
         .with_status(status)
         .with_request_id(request_id)
         .with_retry_after(response.retry_after())
