@@ -234,9 +234,7 @@ pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built,
                     if !found.missing.is_empty() {
                         return Err(unknown_notebooks(&found.missing));
                     }
-                    let (notebooks, count) =
-                        first_by_id(found.notebooks, |n| &n.notebook_id, max_items);
-                    (notebooks, count)
+                    first_by_id(found.notebooks, |n| &n.notebook_id, max_items)
                 }
                 NotebookSelection::Selector(selector) => {
                     let ids = client.discover(&notebook_query(selector)).await?;
