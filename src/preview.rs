@@ -231,19 +231,43 @@ spec:
 
     #[tokio::test]
     async fn uses_secrets_from_the_given_documents() {
+        use httpmock::prelude::*;
+        let server = MockServer::start_async().await;
+        let bulk = server
+            .mock_async(|when, then| {
+                when.method(GET)
+                    .path("/api/v2/notebooks/sharedRoles/")
+                    .query_param("notebookIds", "abc")
+                    .header("authorization", "Token very-secret");
+                then.status(200)
+                    .json_body(serde_json::json!({"data": [{"notebookId": "abc",
+                    "roles": [{"id": "u1", "name": "alice@example.com", "role": "OWNER",
+                               "shareRecipientType": "user"}]}]}));
+            })
+            .await;
         let (m, h) = http();
         let docs = format!(
-            "{WSV}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: datarobot}}\nstringData: {{apiToken: very-secret}}\n"
+            "{}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: datarobot}}\nstringData: {{apiToken: very-secret}}\n",
+            WSV.replace(
+                "dataRobot:",
+                &format!("dataRobot:\n    endpoint: {}", server.url("/api/v2"))
+            )
         );
-        let r = preview_documents(yaml(&docs), "team-a", Settings::default(), m, h)
+        let settings = Settings {
+            endpoint_policy: crate::providers::endpoint::EndpointPolicy::new(vec![
+                format!("127.0.0.1:{}", server.address().port())
+                    .parse()
+                    .unwrap(),
+            ]),
+            ..Settings::default()
+        };
+        let r = preview_documents(yaml(&docs), "team-a", settings, m, h)
             .await
             .unwrap();
-        // Credentials found; the provider isn't built yet in this version.
-        assert!(
-            r.yaml.contains("reason: ProviderNotImplemented"),
-            "{}",
-            r.yaml
-        );
+        bulk.assert_async().await;
+        assert!(r.ready, "{}", r.yaml);
+        assert!(r.yaml.contains("message: 1 notebook"), "{}", r.yaml);
+        assert!(r.yaml.contains("alice@example.com"), "{}", r.yaml);
         assert!(!r.yaml.contains("very-secret"));
     }
 

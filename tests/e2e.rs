@@ -256,3 +256,223 @@ async fn notebook_token_request_gets_its_secret_and_renews_it() {
     );
     cluster.delete_namespace(&ns).await;
 }
+
+/// WorkspaceView against mock Fabric (+ Entra ID) and DataRobot servers on loopback: 2,500
+/// Fabric workspaces over 25 pages and 300 DataRobot notebooks found by a selector show up
+/// complete, sorted and counted (truncated at maxItems with the true count); `kubectl get wsv`
+/// has the printer columns; refreshes of an unchanged inventory don't rewrite the resource.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn workspace_views_show_complete_inventories_and_are_not_rewritten() {
+    use serde_json::Value;
+
+    // Mock providers: one server plays Entra ID, Fabric and DataRobot.
+    let mock = MockServer::start_async().await;
+    let tenant = "contoso.onmicrosoft.com";
+    let entra = mock
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path(format!("/{tenant}/oauth2/v2.0/token"))
+                .form_urlencoded_tuple("scope", "https://api.fabric.microsoft.com/.default");
+            then.status(200).json_body(
+                json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "fabric-token"}),
+            );
+        })
+        .await;
+    let mut first_fabric_page = None;
+    for p in 0..25usize {
+        let value: Vec<Value> = (0..100)
+            .map(|i| {
+                let n = 2499 - (p * 100 + i);
+                json!({"id": format!("{n:08x}-0000-4000-8000-000000000000"),
+                       "displayName": format!("Workspace {n}"), "description": "", "type": "Workspace"})
+            })
+            .collect();
+        let mut body = json!({ "value": value });
+        if p < 24 {
+            body["continuationToken"] = json!(format!("LD{}%3D", p + 1));
+            body["continuationUri"] =
+                json!(mock.url(format!("/v1/workspaces?continuationToken=LD{}%3D", p + 1)));
+        }
+        let expected = (p > 0).then(|| format!("continuationToken=LD{p}%3D"));
+        let m = mock
+            .mock_async(|when, then| {
+                when.method(GET)
+                    .path("/v1/workspaces")
+                    .header("authorization", "Bearer fabric-token")
+                    .is_true(move |req| req.uri().query().map(str::to_owned) == expected);
+                then.status(200).json_body(body);
+            })
+            .await;
+        if p == 0 {
+            first_fabric_page = Some(m);
+        }
+    }
+    let first_fabric_page = first_fabric_page.unwrap();
+    let ids: Vec<String> = (0..300).rev().map(|i| format!("65f0{i:020x}")).collect();
+    for (p, chunk) in ids.chunks(100).enumerate() {
+        let next = (p < 2).then(|| {
+            mock.url(format!(
+                "/api/v2/notebooks/?offset={}&limit=100",
+                (p + 1) * 100
+            ))
+        });
+        let data: Vec<Value> = chunk.iter().map(|id| json!({"id": id})).collect();
+        mock.mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/v2/notebooks/")
+                .header("authorization", "Token dr-key")
+                .query_param("offset", (p * 100).to_string());
+            then.status(200)
+                .json_body(json!({"data": data, "next": next}));
+        })
+        .await;
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    for chunk in sorted.chunks(100) {
+        let data: Vec<Value> = chunk
+            .iter()
+            .map(|id| json!({"notebookId": id, "roles": [{"id": "u1", "name": "alice@example.com",
+                                                           "role": "OWNER", "shareRecipientType": "user"}]}))
+            .collect();
+        mock.mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/v2/notebooks/sharedRoles/")
+                .query_param("notebookIds", chunk.join(","));
+            then.status(200).json_body(json!({ "data": data }));
+        })
+        .await;
+    }
+
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-wsv").await;
+    let allow = format!("127.0.0.1:{}", mock.address().port());
+    let mut operator = Operator::start(
+        &cluster,
+        &["--allow-endpoint", &allow, "--provider-rate", "200:200"],
+    )
+    .await;
+
+    cluster
+        .apply_json(
+            &ns,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fabric-sp"},
+                                 "stringData": {"clientSecret": "sp-secret"}}),
+        )
+        .await;
+    cluster
+        .apply_json(
+            &ns,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "datarobot"},
+                                 "stringData": {"apiToken": "dr-key"}}),
+        )
+        .await;
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
+            "metadata": {"name": "fabric"},
+            "spec": {"refreshInterval": "5s", "maxItems": 2000,
+                     "fabric": {"endpoint": mock.base_url(),
+                                "azure": {"tenantId": tenant, "clientId": "11111111-1111-1111-1111-111111111111",
+                                          "clientSecretRef": {"name": "fabric-sp", "key": "clientSecret"},
+                                          "authorityHost": mock.base_url()}}}
+        }))
+        .await;
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
+            "metadata": {"name": "datarobot"},
+            "spec": {"dataRobot": {"endpoint": mock.url("/api/v2"), "selector": {"owners": ["u1"]},
+                                   "apiTokenRef": {"name": "datarobot", "key": "apiToken"}}}
+        }))
+        .await;
+    for name in ["fabric", "datarobot"] {
+        let (status, reason) = cluster
+            .wait_ready_reason::<WorkspaceView>(&ns, name, Duration::from_secs(60))
+            .await;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "Synced"),
+            "{name}"
+        );
+    }
+
+    let api: Api<WorkspaceView> = Api::namespaced(cluster.client.clone(), &ns);
+    let fabric = api.get("fabric").await.unwrap();
+    let st = fabric.status.clone().unwrap();
+    assert_eq!((st.count, st.truncated), (Some(2500), Some(true)));
+    assert_eq!(st.workspaces.len(), 2000);
+    assert!(
+        st.workspaces.windows(2).all(|w| w[0].id < w[1].id),
+        "sorted by id"
+    );
+    assert_eq!(st.workspaces[0].id, "00000000-0000-4000-8000-000000000000");
+    let dr = api.get("datarobot").await.unwrap().status.unwrap();
+    assert_eq!((dr.count, dr.truncated), (Some(300), Some(false)));
+    let listed: Vec<&str> = dr
+        .notebooks
+        .iter()
+        .map(|n| n.notebook_id.as_str())
+        .collect();
+    assert_eq!(listed, sorted);
+
+    // kubectl get wsv: the server-side table has the printer columns.
+    let req = http::Request::get(format!(
+        "/apis/workspaceaccess.io/v1alpha1/namespaces/{ns}/workspaceviews"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    let table: Value =
+        serde_json::from_str(&cluster.client.request_text(req).await.unwrap()).unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Name", "Provider", "Count", "Ready", "Last Sync", "Age"]
+    );
+    let fabric_row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cells"][0] == "fabric")
+        .unwrap();
+    assert_eq!(fabric_row["cells"][1], "Fabric");
+    assert_eq!(fabric_row["cells"][2], 2500);
+
+    // Refreshes every 5 s find the same inventory: the provider is asked again, the resource
+    // is not rewritten.
+    let rv = fabric.metadata.resource_version.clone();
+    let calls = first_fabric_page.calls_async().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while first_fabric_page.calls_async().await < calls + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let again = api.get("fabric").await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version, rv,
+        "an unchanged inventory was rewritten"
+    );
+    assert_eq!(
+        entra.calls_async().await,
+        1,
+        "the Entra token is cached across refreshes"
+    );
+
+    let status = operator.terminate(Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "operator exit status after SIGTERM: {status:?}"
+    );
+    cluster.delete_namespace(&ns).await;
+}

@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_ITEMS: i32 = 500;
 /// Largest `spec.maxItems` accepted.
 pub const MAX_MAX_ITEMS: i32 = 2000;
+/// Most entries in `spec.dataRobot.notebookIds` (more notebooks: use a selector). Keeps the
+/// spec, which kubectl's last-applied annotation may hold a second time, small next to the
+/// status inventory.
+pub const MAX_NOTEBOOK_IDS: usize = 2000;
+/// Most role assignments (Fabric) or shared roles (DataRobot) listed per entry; the entry's
+/// total tells how many there are when it has more.
+pub const MAX_ROLES_PER_ENTRY: usize = 100;
 /// Pattern of a DataRobot ID (notebook, use case, user).
 pub const DATAROBOT_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
 
@@ -128,9 +135,10 @@ pub struct DataRobotSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = URL_PATTERN))]
     pub endpoint: Option<String>,
-    /// Notebook IDs to report. Exactly one of notebookIds and selector is set.
+    /// Notebook IDs to report (at most 2000; use a selector for more). Exactly one of
+    /// notebookIds and selector is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 10000), inner(regex(pattern = DATAROBOT_ID_PATTERN)))]
+    #[schemars(length(min = 1, max = 2000), inner(regex(pattern = DATAROBOT_ID_PATTERN)))]
     pub notebook_ids: Option<Vec<String>>,
     /// Discover notebooks with GET /notebooks/ instead of listing IDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,11 +223,11 @@ pub struct WorkspaceViewStatus {
     /// Fabric or DataRobot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
-    /// Total number of entries found, even when more than maxItems.
+    /// Total number of entries found, even when not all are listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
-    /// True when more than maxItems entries were found and only the first maxItems (by id)
-    /// are listed.
+    /// True when not every entry found is listed: only the first ones by id are, up to
+    /// maxItems and as many as fit the status size limit (the Ready message says which).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
     /// Fabric workspaces, sorted by id.
@@ -239,10 +247,10 @@ pub struct WorkspaceViewStatus {
 pub struct FabricWorkspace {
     /// Workspace ID.
     pub id: String,
-    /// Display name.
+    /// Display name (clipped to 256 bytes, ending in "…" when clipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// Description.
+    /// Description (clipped to 256 bytes, ending in "…" when clipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Workspace type as Fabric reports it (Personal, Workspace, AdminWorkspace, ...).
@@ -251,9 +259,14 @@ pub struct FabricWorkspace {
     /// ID of the capacity the workspace is assigned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_id: Option<String>,
-    /// Role assignments (with includeRoleAssignments), sorted by principal id.
+    /// Role assignments (with includeRoleAssignments), sorted by principal id; at most 100.
+    /// Absent when the caller may not read them (that needs Member or higher in the
+    /// workspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_assignments: Option<Vec<FabricRoleAssignment>>,
+    /// Total number of role assignments, set only when there are more than the 100 listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_assignment_count: Option<i64>,
 }
 
 /// A principal's role in a Fabric workspace.
@@ -265,7 +278,7 @@ pub struct FabricRoleAssignment {
     /// Principal type as Fabric reports it (User, ServicePrincipal, Group, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal_type: Option<String>,
-    /// Display name of the principal.
+    /// Display name of the principal (clipped to 256 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Role as Fabric reports it (Admin, Member, Contributor, Viewer, ...).
@@ -279,9 +292,12 @@ pub struct FabricRoleAssignment {
 pub struct NotebookRoles {
     /// Notebook ID.
     pub notebook_id: String,
-    /// Who has which role, sorted by recipient id.
+    /// Who has which role, sorted by recipient id; at most 100.
     #[serde(default)]
     pub roles: Vec<NotebookSharedRole>,
+    /// Total number of shared roles, set only when there are more than the 100 listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_count: Option<i64>,
 }
 
 /// One recipient's role on a DataRobot notebook.
@@ -290,7 +306,7 @@ pub struct NotebookRoles {
 pub struct NotebookSharedRole {
     /// ID of the recipient.
     pub id: String,
-    /// Name of the recipient.
+    /// Name of the recipient (clipped to 256 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Role as DataRobot reports it (OWNER, EDITOR, ...).

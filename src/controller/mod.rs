@@ -10,6 +10,7 @@
 pub mod credentials;
 pub mod driver;
 pub mod error;
+pub mod inventory;
 pub mod livy;
 pub mod notebook;
 pub mod run;

@@ -1,21 +1,72 @@
-//! Reconciler of `WorkspaceView`.
+//! Reconciler of `WorkspaceView`: reads the whole inventory from Microsoft Fabric or DataRobot
+//! every `refreshInterval` and returns it as the desired status (built in `inventory.rs`).
+//!
+//! - The driver writes the status only when something besides `lastSyncTime`/`nextSyncTime`
+//!   changed, so a stable inventory causes no write and no watch event.
+//! - `lastSyncTime` is set only when the inventory changed: it tells when the inventory shown
+//!   was read. A refresh that finds the same inventory writes nothing, so neither timestamp
+//!   moves then; Ready=True says the last refresh confirmed it (Ready=False if it failed).
+//! - A failed sync, or one failing midway through paging, returns an error: the driver keeps
+//!   the last inventory and sets Ready=False. A partial list is never published.
 
 use crate::api::WorkspaceView;
-use crate::api::workspace_view::{InventorySource, WorkspaceViewStatus};
-use crate::controller::credentials::read_key;
+use crate::api::workspace_view::{
+    DataRobotAuthScheme, DataRobotSource, FabricRole, FabricSource, InventorySource,
+    NotebookSelection, NotebookSelector, WorkspaceViewStatus,
+};
+use crate::controller::credentials::{CredentialValue, read_key};
 use crate::controller::error::Error;
-use crate::controller::{Context, Preview, Reconciler, Synced, validate};
-use crate::providers::azure_cloud::FABRIC_ENDPOINT;
+use crate::controller::inventory::{
+    Built, datarobot_status, fabric_status, first_by_id, inventory_budget, same_inventory,
+};
+use crate::controller::schedule::add;
+use crate::controller::validate::AzureAuth;
+use crate::controller::{Clock, Context, Preview, Reconciler, Synced, validate};
+use crate::providers::auth::entra::{EntraTokens, TokenRequest};
+use crate::providers::azure_cloud::{FABRIC_ENDPOINT, FABRIC_SCOPE};
+use crate::providers::datarobot::{AuthScheme, DataRobotClient, NotebookQuery};
 use crate::providers::endpoint::Service;
+use crate::providers::error::{ProviderError, ProviderErrorKind};
+use crate::providers::fabric::{FabricClient, TokenSource};
+use crate::redact::SecretString;
 use async_trait::async_trait;
 use kube::ResourceExt;
 use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
 
 /// Default DataRobot API endpoint.
 pub const DATAROBOT_ENDPOINT: &str = "https://app.datarobot.com/api/v2";
+/// Default `spec.refreshInterval`.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
-/// Everything checked before calling the provider.
-pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<InventorySource, Error> {
+/// A validated view: where to read the inventory and with which credentials.
+#[derive(Debug)]
+pub enum Plan {
+    /// Fabric workspaces.
+    Fabric {
+        /// The spec's Fabric part.
+        source: FabricSource,
+        /// The endpoint, checked against the policy.
+        endpoint: Url,
+        /// Validated Azure credentials.
+        auth: AzureAuth,
+    },
+    /// DataRobot notebooks' roles.
+    DataRobot {
+        /// The spec's DataRobot part.
+        source: DataRobotSource,
+        /// Explicit IDs or a selector.
+        selection: NotebookSelection,
+        /// The endpoint, checked against the policy.
+        endpoint: Url,
+        /// The API token.
+        token: CredentialValue,
+    },
+}
+
+/// Everything checked before calling the provider; reads the credentials.
+pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let spec = &obj.spec;
     validate::positive("spec.refreshInterval", spec.refresh_interval.as_ref())?;
@@ -26,49 +77,229 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<InventorySou
             spec.max_items
         )));
     }
-    let source = spec.source().map_err(Error::InvalidSpec)?;
-    match &source {
-        InventorySource::Fabric(f) => {
-            validate::endpoint(
+    match spec.source().map_err(Error::InvalidSpec)? {
+        InventorySource::Fabric(source) => {
+            let endpoint = validate::endpoint(
                 ctx,
                 Service::Fabric,
                 "spec.fabric.endpoint",
-                f.endpoint.as_deref(),
+                source.endpoint.as_deref(),
                 FABRIC_ENDPOINT,
             )?;
-            validate::azure(ctx, &ns, "spec.fabric.azure", &f.azure).await?;
+            let auth = validate::azure(ctx, &ns, "spec.fabric.azure", &source.azure).await?;
+            Ok(Plan::Fabric {
+                source,
+                endpoint,
+                auth,
+            })
         }
-        InventorySource::DataRobot(d) => {
-            d.selection().map_err(Error::InvalidSpec)?;
-            validate::endpoint(
+        InventorySource::DataRobot(source) => {
+            let selection = source.selection().map_err(Error::InvalidSpec)?;
+            if let NotebookSelection::Ids(ids) = &selection
+                && ids.len() > crate::api::workspace_view::MAX_NOTEBOOK_IDS
+            {
+                return Err(Error::InvalidSpec(format!(
+                    "spec.dataRobot.notebookIds has {} entries, at most {} are allowed; use a \
+                     selector for more",
+                    ids.len(),
+                    crate::api::workspace_view::MAX_NOTEBOOK_IDS
+                )));
+            }
+            let endpoint = validate::endpoint(
                 ctx,
                 Service::DataRobot,
                 "spec.dataRobot.endpoint",
-                d.endpoint.as_deref(),
+                source.endpoint.as_deref(),
                 DATAROBOT_ENDPOINT,
             )?;
-            read_key(ctx.secrets.as_ref(), &ns, &d.api_token_ref).await?;
+            let token = read_key(ctx.secrets.as_ref(), &ns, &source.api_token_ref).await?;
+            Ok(Plan::DataRobot {
+                source,
+                selection,
+                endpoint,
+                token,
+            })
         }
     }
-    Ok(source)
+}
+
+/// Fabric bearer tokens from the shared Microsoft Entra ID cache (scope
+/// [`FABRIC_SCOPE`]), for one resource's credentials.
+struct EntraFabricToken {
+    entra: Arc<EntraTokens>,
+    request: TokenRequest,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl TokenSource for EntraFabricToken {
+    async fn bearer_token(&self) -> Result<SecretString, ProviderError> {
+        Ok(self
+            .entra
+            .token(&self.request, self.clock.now())
+            .await?
+            .token)
+    }
+
+    fn rejected(&self) {
+        self.entra.invalidate(&self.request);
+    }
+}
+
+fn role_name(role: FabricRole) -> &'static str {
+    match role {
+        FabricRole::Admin => "Admin",
+        FabricRole::Member => "Member",
+        FabricRole::Contributor => "Contributor",
+        FabricRole::Viewer => "Viewer",
+    }
+}
+
+fn notebook_query(s: NotebookSelector) -> NotebookQuery {
+    NotebookQuery {
+        use_case_id: s.use_case_id,
+        owners: s.owners.unwrap_or_default(),
+        tags: s.tags.unwrap_or_default(),
+        query: s.query,
+    }
+}
+
+fn auth_scheme(s: DataRobotAuthScheme) -> AuthScheme {
+    match s {
+        DataRobotAuthScheme::Token => AuthScheme::Token,
+        DataRobotAuthScheme::Bearer => AuthScheme::Bearer,
+    }
+}
+
+/// Reads the whole inventory and builds its status. Any provider failure, including one
+/// midway through paging, is an error.
+pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built, Error> {
+    let plan = validate(obj, ctx).await?;
+    // Validated to be in 1..=MAX_MAX_ITEMS.
+    let max_items = usize::try_from(obj.spec.max_items).unwrap_or(1);
+    let budget = inventory_budget(serde_json::to_vec(&obj.spec).map_or(0, |v| v.len()));
+    let http = ctx.http.clone();
+    let policy = ctx.settings.endpoint_policy.clone();
+    match plan {
+        Plan::Fabric {
+            source,
+            endpoint,
+            auth,
+        } => {
+            let token = EntraFabricToken {
+                entra: ctx.entra.clone(),
+                request: auth.token_request(&source.azure, FABRIC_SCOPE),
+                clock: ctx.clock.clone(),
+            };
+            let client = FabricClient::new(http, policy, endpoint, Arc::new(token));
+            let roles: Vec<&str> = source
+                .roles
+                .iter()
+                .flatten()
+                .map(|r| role_name(*r))
+                .collect();
+            let all = client.list_workspaces(&roles).await?;
+            let (selected, count) = first_by_id(all, |w| &w.id, max_items);
+            let assignments = if source.include_role_assignments {
+                let ids: Vec<String> = selected.iter().map(|w| w.id.clone()).collect();
+                Some(client.role_assignments_of(&ids).await?)
+            } else {
+                None
+            };
+            Ok(fabric_status(
+                selected,
+                assignments,
+                count,
+                max_items,
+                budget,
+            ))
+        }
+        Plan::DataRobot {
+            source,
+            selection,
+            endpoint,
+            token,
+        } => {
+            let client = DataRobotClient::new(
+                http,
+                policy,
+                endpoint,
+                &token.value,
+                auth_scheme(source.auth_scheme),
+            )?;
+            let (notebooks, count) = match selection {
+                NotebookSelection::Ids(ids) => {
+                    // Every ID named is checked, so count is exact and a wrong ID is visible.
+                    let found = client.shared_roles(&ids).await?;
+                    if !found.missing.is_empty() {
+                        return Err(unknown_notebooks(&found.missing));
+                    }
+                    first_by_id(found.notebooks, |n| &n.notebook_id, max_items)
+                }
+                NotebookSelection::Selector(selector) => {
+                    let ids = client.discover(&notebook_query(selector)).await?;
+                    // Roles are read only for the notebooks that can be listed; one deleted
+                    // since discovery is left out and not counted.
+                    let (first, discovered) = first_by_id(ids, |id| id, max_items);
+                    let found = client.shared_roles(&first).await?;
+                    (found.notebooks, discovered - found.missing.len())
+                }
+            };
+            Ok(datarobot_status(notebooks, count, max_items, budget))
+        }
+    }
+}
+
+fn unknown_notebooks(missing: &[String]) -> Error {
+    const SHOWN: usize = 10;
+    let mut list = missing
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if missing.len() > SHOWN {
+        list.push_str(&format!(" and {} more", missing.len() - SHOWN));
+    }
+    Error::Provider(ProviderError::new(
+        ProviderErrorKind::NotFound,
+        format!("DataRobot does not know these notebooks of spec.dataRobot.notebookIds: {list}"),
+    ))
 }
 
 #[async_trait]
 impl Reconciler for WorkspaceView {
     async fn sync(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Synced<WorkspaceViewStatus>, Error> {
-        match validate(&obj, &ctx).await? {
-            InventorySource::Fabric(_) => Err(Error::NotImplemented("Microsoft Fabric")),
-            InventorySource::DataRobot(_) => Err(Error::NotImplemented("DataRobot")),
-        }
+        let built = read_inventory(&obj, &ctx).await?;
+        let now = ctx.now();
+        let changed = obj
+            .status
+            .as_ref()
+            .is_none_or(|current| !same_inventory(current, &built.status));
+        let interval = obj
+            .spec
+            .refresh_interval
+            .as_ref()
+            .map_or(DEFAULT_REFRESH_INTERVAL, |d| d.get());
+        Ok(Synced {
+            status: built.status,
+            message: built.message,
+            next_sync: add(now, interval),
+            last_sync: changed.then_some(now),
+            event: None,
+        })
     }
 
     async fn preview(
         obj: Arc<Self>,
         ctx: Arc<Context>,
     ) -> Result<Preview<WorkspaceViewStatus>, Error> {
-        match validate(&obj, &ctx).await? {
-            InventorySource::Fabric(_) => Err(Error::NotImplemented("Microsoft Fabric")),
-            InventorySource::DataRobot(_) => Err(Error::NotImplemented("DataRobot")),
-        }
+        let built = read_inventory(&obj, &ctx).await?;
+        Ok(Preview {
+            status: built.status,
+            message: built.message,
+            secret_name: None,
+            secret_keys: Vec::new(),
+        })
     }
 }

@@ -236,6 +236,31 @@ impl EndpointPolicy {
         }
     }
 
+    /// Checks a URL a provider handed back to be requested next (a next-page link such as
+    /// DataRobot's `next` or Fabric's `continuationUri`): it must pass the policy like any
+    /// endpoint, and have the same scheme, host and port as `configured`, the endpoint the
+    /// request came from. A page can't send the next request (and its Authorization header)
+    /// anywhere else. Returns the link as parsed, otherwise unchanged (no re-encoding).
+    pub fn check_link(
+        &self,
+        service: Service,
+        configured: &Url,
+        link: &str,
+    ) -> Result<Url, EndpointError> {
+        let url = self.check_str(service, link)?;
+        if origin_key(&url) != origin_key(configured) {
+            return Err(EndpointError {
+                origin: origin_of(&url),
+                service: service.display_name(),
+                why: format!(
+                    "a link to another origin than the configured endpoint {} is not followed",
+                    origin_of(configured)
+                ),
+            });
+        }
+        Ok(url)
+    }
+
     /// Whether `url` is an official host of `service` over https (credentials that belong to
     /// the operator pod itself are sent only there).
     pub fn is_official(service: Service, url: &Url) -> bool {
@@ -254,6 +279,15 @@ fn canonical_host(url: &Url) -> Option<String> {
         Host::Ipv4(ip) => Some(ip.to_string()),
         Host::Ipv6(ip) => Some(ip.to_string()),
     }
+}
+
+/// Scheme, canonical host and effective port: what "same origin" compares.
+fn origin_key(url: &Url) -> (String, Option<String>, Option<u16>) {
+    (
+        url.scheme().to_owned(),
+        canonical_host(url),
+        url.port_or_known_default(),
+    )
 }
 
 /// Loopback by the literal: `localhost`, 127.0.0.0/8 or ::1.
@@ -462,6 +496,54 @@ mod tests {
             .to_string();
         assert!(err.contains("http://127.0.0.1:9"), "{err}");
         assert!(err.contains("own identity"), "{err}");
+    }
+
+    #[test]
+    fn links_must_pass_the_policy_and_stay_on_the_configured_origin() {
+        let p = policy(&["127.0.0.1:8080", "127.0.0.1:9090"]);
+        let base = Url::parse("https://app.datarobot.com/api/v2").unwrap();
+        let next = "https://app.datarobot.com:443/api/v2/notebooks/?offset=100&limit=100";
+        let got = p.check_link(Service::DataRobot, &base, next).unwrap();
+        assert_eq!(got.query(), Some("offset=100&limit=100"));
+        // Percent-encoding in the link is kept as given.
+        let fabric = Url::parse("https://api.fabric.microsoft.com").unwrap();
+        let got = p
+            .check_link(
+                Service::Fabric,
+                &fabric,
+                "https://api.fabric.microsoft.com/v1/workspaces?continuationToken=LDEsMTAwMDAwLDA%3D",
+            )
+            .unwrap();
+        assert_eq!(got.query(), Some("continuationToken=LDEsMTAwMDAwLDA%3D"));
+        for (link, why) in [
+            // Another official host: passes the policy, but is not where we were sent.
+            ("https://eu.datarobot.com/api/v2/x", "another origin"),
+            ("https://evil.example.com/api/v2/x", "not an official"),
+            ("http://app.datarobot.com/api/v2/x", "https only"),
+            ("https://tok:x@app.datarobot.com/api/v2/x", "credentials"),
+            ("/api/v2/relative", "valid absolute URL"),
+        ] {
+            let err = p
+                .check_link(Service::DataRobot, &base, link)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{link}: {err}");
+        }
+        // Allowed loopback mocks: same host, other port is another origin.
+        let mock = Url::parse("http://127.0.0.1:8080/api/v2").unwrap();
+        assert!(
+            p.check_link(
+                Service::DataRobot,
+                &mock,
+                "http://127.0.0.1:8080/api/v2/n?offset=1"
+            )
+            .is_ok()
+        );
+        let err = p
+            .check_link(Service::DataRobot, &mock, "http://127.0.0.1:9090/api/v2/n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another origin"), "{err}");
     }
 
     #[test]

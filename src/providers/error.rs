@@ -107,6 +107,19 @@ impl fmt::Display for ProviderError {
 
 impl std::error::Error for ProviderError {}
 
+/// The message of a provider's error response: `{what}: HTTP {status}`, then the provider's
+/// error code and text where it gave them, on one line of at most 600 characters.
+pub fn http_error_message(what: &str, status: u16, code: Option<&str>, text: &str) -> String {
+    let mut message = format!("{what}: HTTP {status}");
+    for part in [code.unwrap_or_default(), text] {
+        if !part.is_empty() {
+            message.push_str(": ");
+            message.push_str(part);
+        }
+    }
+    clip(&message, 600)
+}
+
 /// Shortens provider-supplied text for a condition message: at most `max` characters, one line.
 pub fn clip(text: &str, max: usize) -> String {
     let one_line: String = text
@@ -160,6 +173,34 @@ mod tests {
         let e = ProviderError::new(ProviderErrorKind::Forbidden, "x")
             .with_request_id(Some(String::new()));
         assert_eq!(e.to_string(), "x");
+    }
+
+    #[test]
+    fn http_error_messages_show_what_the_provider_gave() {
+        assert_eq!(
+            http_error_message(
+                "Fabric listWorkspaces",
+                400,
+                Some("InvalidParameter"),
+                "bad"
+            ),
+            "Fabric listWorkspaces: HTTP 400: InvalidParameter: bad"
+        );
+        assert_eq!(
+            http_error_message("X", 403, Some("Code"), ""),
+            "X: HTTP 403: Code"
+        );
+        assert_eq!(
+            http_error_message("X", 500, None, "oops\nmore"),
+            "X: HTTP 500: oops more"
+        );
+        assert_eq!(http_error_message("X", 502, Some(""), ""), "X: HTTP 502");
+        assert!(
+            http_error_message("X", 500, None, &"y".repeat(2000))
+                .chars()
+                .count()
+                <= 601
+        );
     }
 
     #[test]

@@ -53,6 +53,21 @@ pub struct Call {
     pub operation: &'static str,
 }
 
+/// In-place repeats of an idempotent request (a GET of one page) that the provider asked to
+/// repeat soon: the status is one of `statuses` and the response carries a `Retry-After` of at
+/// most `max_wait`. Anything else (no Retry-After, a longer one, a transport error) goes back to
+/// the caller at once, whose reconciliation then backs off as a whole. Without this, one
+/// throttled page among hundreds would restart a long listing from its first page.
+#[derive(Clone, Copy, Debug)]
+pub struct RetrySoon {
+    /// HTTP statuses that may be repeated, e.g. 429 and 503.
+    pub statuses: &'static [u16],
+    /// Most attempts in all (1 = no repeat).
+    pub attempts: u32,
+    /// Longest `Retry-After` waited for in place.
+    pub max_wait: Duration,
+}
+
 /// A provider's complete response.
 #[derive(Debug)]
 pub struct ProviderResponse {
@@ -227,6 +242,35 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// [`HttpClient::execute`], repeating the request in place as `retry` allows. Requests
+    /// whose body can't be cloned are sent once.
+    pub async fn execute_retrying(
+        &self,
+        call: Call,
+        request: reqwest::Request,
+        retry: RetrySoon,
+    ) -> Result<ProviderResponse, ProviderError> {
+        let mut attempt = 1;
+        loop {
+            let Some(this) = request.try_clone() else {
+                return self.execute(call, request).await;
+            };
+            let response = self.execute(call, this).await?;
+            if attempt >= retry.attempts || !retry.statuses.contains(&response.status) {
+                return Ok(response);
+            }
+            match response.retry_after() {
+                Some(wait) if wait <= retry.max_wait => {
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+}
+
 async fn read_bounded(
     mut response: reqwest::Response,
     max: usize,
@@ -375,6 +419,46 @@ mod tests {
                 .encode()
                 .contains(r#"provider="test",operation="op",status="429""#)
         );
+    }
+
+    #[tokio::test]
+    async fn short_retry_after_is_waited_for_in_place_a_bounded_number_of_times() {
+        let server = MockServer::start_async().await;
+        let soon = server
+            .mock_async(|when, then| {
+                when.method(GET).path("/soon");
+                then.status(429).header("retry-after", "0").body("{}");
+            })
+            .await;
+        let later = server
+            .mock_async(|when, then| {
+                when.method(GET).path("/later");
+                then.status(429).header("retry-after", "120").body("{}");
+            })
+            .await;
+        let other = server
+            .mock_async(|when, then| {
+                when.method(GET).path("/other");
+                then.status(500).header("retry-after", "0").body("{}");
+            })
+            .await;
+        let c = client(2000);
+        let retry = RetrySoon {
+            statuses: &[429, 503],
+            attempts: 3,
+            max_wait: Duration::from_secs(30),
+        };
+        let req = c.reqwest().get(server.url("/soon")).build().unwrap();
+        let resp = c.execute_retrying(CALL, req, retry).await.unwrap();
+        assert_eq!(resp.status, 429, "the last answer is returned");
+        assert_eq!(soon.calls_async().await, 3);
+        let req = c.reqwest().get(server.url("/later")).build().unwrap();
+        let resp = c.execute_retrying(CALL, req, retry).await.unwrap();
+        assert_eq!(resp.retry_after(), Some(Duration::from_secs(120)));
+        assert_eq!(later.calls_async().await, 1, "too long to wait in place");
+        let req = c.reqwest().get(server.url("/other")).build().unwrap();
+        c.execute_retrying(CALL, req, retry).await.unwrap();
+        assert_eq!(other.calls_async().await, 1, "500 is not in the list");
     }
 
     #[tokio::test]

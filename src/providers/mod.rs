@@ -5,8 +5,10 @@
 pub mod auth;
 pub mod azure_cloud;
 pub mod azure_ml;
+pub mod datarobot;
 pub mod endpoint;
 pub mod error;
+pub mod fabric;
 pub mod http;
 pub mod lenient;
 pub mod ratelimit;

@@ -192,38 +192,26 @@ async fn a_foreign_secret_is_a_conflict_and_is_never_touched() {
     );
 }
 
-fn action_delay(a: &Action) -> std::time::Duration {
-    // Action has no getter; its Debug form is stable enough for this check.
-    let dbg = format!("{a:?}");
-    assert!(
-        dbg.contains("requeue_after: Some"),
-        "expected a requeue, got {dbg}"
-    );
-    let secs: f64 = dbg
-        .split("requeue_after: Some(")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .map(humanish)
-        .unwrap();
-    std::time::Duration::from_secs_f64(secs)
-}
-
-fn humanish(d: &str) -> f64 {
-    // Debug of Duration: "2.134s", "500ms", "5s"
-    if let Some(ms) = d.strip_suffix("ms") {
-        ms.parse::<f64>().unwrap() / 1000.0
-    } else if let Some(us) = d.strip_suffix("µs") {
-        us.parse::<f64>().unwrap() / 1e6
-    } else {
-        d.trim_end_matches('s').parse::<f64>().unwrap()
-    }
-}
-
 #[tokio::test]
 async fn status_is_written_once_and_not_again_when_nothing_changed() {
     let s = server();
-    let obj = s.insert(&wsv_datarobot("platform", "dr"));
-    let (ctx, clock) = context(&s, Settings::default());
+    // A DataRobot endpoint on a loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut view = wsv_datarobot("platform", "dr");
+    view.spec.data_robot.as_mut().unwrap().endpoint =
+        Some(format!("http://127.0.0.1:{port}/api/v2"));
+    let obj = s.insert(&view);
+    let settings = Settings {
+        endpoint_policy: workspace_access_operator::providers::endpoint::EndpointPolicy::new(vec![
+            format!("127.0.0.1:{port}").parse().unwrap(),
+        ]),
+        ..Settings::default()
+    };
+    let (ctx, clock) = context(&s, settings);
     s.clear_requests();
 
     reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
@@ -258,7 +246,7 @@ async fn status_is_written_once_and_not_again_when_nothing_changed() {
         "two failures in a row back off further"
     );
 
-    // Fixing the cause changes the condition (to ProviderNotImplemented in this version).
+    // Fixing the cause changes the condition (here to the provider being unreachable).
     s.insert(&secret("platform", "dr", &[("apiToken", "tok")]));
     reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
     let obj: WorkspaceView = s.get("platform", "dr").unwrap();
@@ -266,7 +254,7 @@ async fn status_is_written_once_and_not_again_when_nothing_changed() {
     let (ready, reason, _) = ready_of(&status).unwrap();
     assert_eq!(
         (ready.as_str(), reason.as_str()),
-        ("False", "ProviderNotImplemented")
+        ("False", "ProviderError")
     );
     // Transition time unchanged: still False.
     assert_eq!(

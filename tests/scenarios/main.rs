@@ -6,3 +6,4 @@ mod foundation;
 mod leader;
 mod notebook;
 mod support;
+mod workspace_view;

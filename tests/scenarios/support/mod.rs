@@ -97,3 +97,30 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// The requeue delay of an `Action` (which has no getter; its Debug form is stable enough).
+pub fn action_delay(a: &kube::runtime::controller::Action) -> std::time::Duration {
+    let dbg = format!("{a:?}");
+    assert!(
+        dbg.contains("requeue_after: Some"),
+        "expected a requeue, got {dbg}"
+    );
+    let secs: f64 = dbg
+        .split("requeue_after: Some(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .map(humanish)
+        .unwrap();
+    std::time::Duration::from_secs_f64(secs)
+}
+
+/// Seconds in a `Duration`'s Debug form: "2.134s", "500ms", "5s".
+pub fn humanish(d: &str) -> f64 {
+    if let Some(ms) = d.strip_suffix("ms") {
+        ms.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(us) = d.strip_suffix("µs") {
+        us.parse::<f64>().unwrap() / 1e6
+    } else {
+        d.trim_end_matches('s').parse::<f64>().unwrap()
+    }
+}
