@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod azure_cloud;
 pub mod azure_ml;
+pub mod emr_spark;
 pub mod endpoint;
 pub mod error;
 pub mod http;
