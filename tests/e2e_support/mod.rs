@@ -2,6 +2,8 @@
 //! operator as a child process.
 #![allow(dead_code)]
 
+pub mod fake_emr;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};

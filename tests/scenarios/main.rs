@@ -4,5 +4,6 @@
 mod fake_api_selftest;
 mod foundation;
 mod leader;
+mod livy;
 mod notebook;
 mod support;
