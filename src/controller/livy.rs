@@ -613,9 +613,6 @@ async fn sync_reference(
             retired.push(r.token_id.clone());
             ms.retiring.push(r);
         }
-        if ms.retiring.is_empty() {
-            status.managed = None;
-        }
     }
     // Retired tokens whose grace period is over go (not in a sync that just retired some: a
     // failure here would undo that record).
@@ -696,7 +693,8 @@ async fn sync_managed(
     let current_here = ms
         .current
         .as_ref()
-        .filter(|c| Location::of_record(c) == plan.location)
+        // The same Livy Gateway; a new endpoint (e.g. the VPC one) reaches the same tokens.
+        .filter(|c| Location::of_record(c).compute == plan.location.compute)
         .filter(|c| start.token_id.as_deref() == Some(c.token_id.as_str()))
         .cloned();
 
@@ -751,6 +749,9 @@ async fn sync_managed(
                         )
                         .await?;
                         apply_info(&mut status, &info);
+                        if let Some(c) = status.managed.as_mut().and_then(|m| m.current.as_mut()) {
+                            c.endpoint = plan.location.endpoint.clone();
+                        }
                         // Nothing above needs recording mid-way, so due deletions can follow.
                         let deleted = delete_due(&session, &mut status, now).await?;
                         return Ok(Synced {
@@ -1011,6 +1012,82 @@ mod tests {
         assert!(long.len() <= MAX_NAME_BASE + 10, "{long}");
         let pattern = regex::Regex::new(crate::api::livy_token::TOKEN_NAME_PATTERN).unwrap();
         assert!(pattern.is_match(&format!("{a}12")));
+    }
+
+    fn info(name: &str, expire_days: i32) -> LivyTokenInfo {
+        LivyTokenInfo {
+            token_id: "lctk-1".into(),
+            name: Some(name.into()),
+            token: Some(SecretString::new("t")),
+            created_by: None,
+            create_time: Some("2026-11-23T10:00:00Z".parse().unwrap()),
+            expire_time: Some("2026-11-30T10:00:00Z".parse().unwrap()),
+            last_used_time: None,
+            auto_expire: Some(AutoExpire {
+                enable: true,
+                expire_days,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_current_token_serves_until_renewal_or_a_relevant_spec_change() {
+        let m = ManagedLivyToken {
+            name: None,
+            expire_days: 7,
+            grace_period: None,
+        };
+        let p = "wao-x-1a2b3c4d-";
+        let renew: Timestamp = "2026-11-29T17:00:00Z".parse().unwrap();
+        let now: Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
+        assert!(still_serves(
+            &info("wao-x-1a2b3c4d-3", 7),
+            p,
+            &m,
+            renew,
+            now
+        ));
+        assert!(
+            !still_serves(&info("wao-x-1a2b3c4d-3", 3), p, &m, renew, now),
+            "expireDays changed"
+        );
+        assert!(
+            !still_serves(&info("other-name-3", 7), p, &m, renew, now),
+            "name changed"
+        );
+        assert!(
+            !still_serves(&info("wao-x-1a2b3c4d-3", 7), p, &m, renew, renew),
+            "renewal due"
+        );
+    }
+
+    #[test]
+    fn secret_annotations_count_only_for_this_generation() {
+        let meta = ObjectMeta {
+            annotations: Some(
+                [
+                    (GENERATION_ANNOTATION.to_string(), "2".to_string()),
+                    (
+                        EXPIRES_AT_ANNOTATION.to_string(),
+                        "2026-11-30T10:00:00Z".to_string(),
+                    ),
+                    (
+                        RENEW_AT_ANNOTATION.to_string(),
+                        "2026-11-29T17:00:00Z".to_string(),
+                    ),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let r = recorded(&meta, Some(2)).unwrap();
+        assert_eq!(
+            r.renew_at,
+            "2026-11-29T17:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(r.expires_at, Some("2026-11-30T10:00:00Z".parse().unwrap()));
+        assert!(recorded(&meta, Some(3)).is_none());
+        assert!(recorded(&ObjectMeta::default(), Some(2)).is_none());
     }
 
     #[test]

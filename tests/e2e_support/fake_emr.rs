@@ -67,6 +67,8 @@ struct Inner {
     bad_signatures: usize,
     on_delete: Option<DeleteHook>,
     now: Now,
+    /// How long one `expireDays` day lasts (24 h, shorter in e2e tests to see rotations).
+    day: Duration,
 }
 
 /// The fake endpoint.
@@ -94,6 +96,7 @@ impl FakeEmr {
             bad_signatures: 0,
             on_delete: None,
             now,
+            day: Duration::from_secs(24 * 3600),
         }));
         let state = inner.clone();
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
@@ -198,6 +201,11 @@ impl FakeEmr {
     /// Fails the next call of `action` with an error envelope.
     pub fn fail_next(&self, fault: FakeFault) {
         self.lock().faults.push_back(fault);
+    }
+
+    /// Makes one `expireDays` day last `day` (so that e2e tests see rotations in seconds).
+    pub fn set_day_length(&self, day: Duration) {
+        self.lock().day = day;
     }
 
     /// Runs `hook(token_id)` whenever a token is deleted, before it is deleted.
@@ -511,8 +519,9 @@ async fn handle(state: Arc<Mutex<Inner>>, req: Request<Body>) -> Response<Body> 
                 let days = body_json["autoExpireConfiguration"]["expireDays"].as_i64();
                 let id = format!("lctk-{:08}", i.next_id);
                 i.next_id += 1;
+                let day = jiff::SignedDuration::try_from(i.day).unwrap();
                 let expire_time = match (enable, days) {
-                    (true, Some(d)) => Some(now + jiff::SignedDuration::from_hours(24 * d)),
+                    (true, Some(d)) => Some(now + day * i32::try_from(d).unwrap()),
                     _ => None,
                 };
                 let token = format!("tok-{}-{:016x}", id, rand::random::<u64>());

@@ -87,6 +87,20 @@ impl Cluster {
         Api::namespaced_with(self.client.clone(), ns, &ar)
     }
 
+    /// Deletes a resource and waits until it is gone (its finalizers ran).
+    pub async fn delete_and_wait<K: ManagedKind>(&self, ns: &str, name: &str, within: Duration) {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        let deadline = Instant::now() + within;
+        while api.get_opt(name).await.expect("get resource").is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "{ns}/{name} still exists {within:?} after its deletion"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Server-side applies a manifest in `ns`, or returns the API server's refusal.
     pub async fn try_apply_json(&self, ns: &str, doc: Value) -> Result<(), kube::Error> {
         let api = self.dynamic_api(ns, &doc);

@@ -758,10 +758,8 @@ async fn switching_from_managed_to_a_reference_retires_the_managed_token() {
     );
 }
 
-#[tokio::test]
-async fn preview_of_managed_mode_leaves_nothing_behind() {
-    let e = env().await;
-    let mut doc = serde_json::to_value(resource(&e.emr, "spark", managed())).unwrap();
+async fn preview(e: &Env, mode: Value) -> workspace_access_operator::preview::Report {
+    let mut doc = serde_json::to_value(resource(&e.emr, "spark", mode)).unwrap();
     doc["metadata"]
         .as_object_mut()
         .unwrap()
@@ -777,7 +775,7 @@ async fn preview_of_managed_mode_leaves_nothing_behind() {
         metrics.clone(),
     )
     .unwrap();
-    let report = workspace_access_operator::preview::preview_documents(
+    workspace_access_operator::preview::preview_documents(
         docs,
         NS,
         e.ctx.settings.clone(),
@@ -785,11 +783,51 @@ async fn preview_of_managed_mode_leaves_nothing_behind() {
         http,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn preview_of_managed_mode_leaves_nothing_behind() {
+    let e = env().await;
+    let report = preview(&e, managed()).await;
     assert!(report.ready, "{}", report.yaml);
     assert!(report.yaml.contains("creates nothing"), "{}", report.yaml);
     assert!(report.yaml.contains("[redacted]"), "{}", report.yaml);
     assert!(!report.yaml.contains(AK_SECRET));
     assert_eq!(e.emr.actions(), ["ListLivyComputeToken"]);
     assert!(e.emr.tokens().is_empty());
+}
+
+#[tokio::test]
+async fn preview_of_reference_mode_shows_the_status_and_hides_the_token() {
+    let e = env().await;
+    e.emr.add_token(
+        WS,
+        LC,
+        "lctk-ref1",
+        "team-token",
+        "content-one-0123456",
+        Duration::from_secs(H),
+    );
+    let report = preview(&e, json!({"tokenId": "lctk-ref1"})).await;
+    assert!(report.ready, "{}", report.yaml);
+    assert!(
+        report.yaml.contains("tokenId: lctk-ref1"),
+        "{}",
+        report.yaml
+    );
+    assert!(report.yaml.contains("createdBy: alice"), "{}", report.yaml);
+    assert!(report.yaml.contains("expiresAt"), "{}", report.yaml);
+    assert!(
+        !report.yaml.contains("content-one-0123456"),
+        "{}",
+        report.yaml
+    );
+    assert_eq!(e.emr.actions(), ["GetLivyComputeToken"]);
+
+    // A token that is gone: preview says so.
+    e.emr.remove_token("lctk-ref1");
+    let report = preview(&e, json!({"tokenId": "lctk-ref1"})).await;
+    assert!(!report.ready);
+    assert!(report.yaml.contains("reason: NotFound"), "{}", report.yaml);
 }
