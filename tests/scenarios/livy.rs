@@ -831,3 +831,119 @@ async fn preview_of_reference_mode_shows_the_status_and_hides_the_token() {
     assert!(!report.ready);
     assert!(report.yaml.contains("reason: NotFound"), "{}", report.yaml);
 }
+
+/// The whole controller (watches, finalizer, requeues) with the system clock and a fake whose
+/// day lasts 6 s: a managed token is rotated again and again, the Secret always holds a token
+/// the provider has, no token is created twice, and deleting the resource deletes its tokens.
+#[tokio::test]
+async fn controllers_keep_a_managed_token_valid_across_rotations() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use workspace_access_operator::controller::SystemClock;
+    use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
+
+    let s = server();
+    s.insert(&secret(
+        NS,
+        "ali-ak",
+        &[("accessKeyId", AK_ID), ("accessKeySecret", AK_SECRET)],
+    ));
+    let emr = FakeEmr::start(AK_ID, AK_SECRET, Arc::new(jiff::Timestamp::now)).await;
+    emr.set_day_length(Duration::from_secs(6));
+    let settings = Settings {
+        endpoint_policy: EndpointPolicy::new(vec![emr.host_port.parse().unwrap()]),
+        ..Settings::default()
+    };
+    let (ctx, _) = context_mut(&s, settings);
+    let ctx = Context {
+        clock: Arc::new(SystemClock),
+        ..ctx
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(run_controllers(
+        ctx,
+        ControllerOptions { concurrency: 2 },
+        ready.clone(),
+        shutdown.clone(),
+    ));
+    eventually("controllers ready", || ready.load(Ordering::SeqCst)).await;
+
+    let mut obj = resource(
+        &emr,
+        "spark",
+        json!({"managed": {"expireDays": 1, "gracePeriod": "1s"}, "renewBefore": "3s"}),
+    );
+    obj.metadata.finalizers = None; // the controller adds it
+    s.insert(&obj);
+
+    let mut seen = BTreeSet::new();
+    for _ in 0..1500 {
+        if let Some(secret) = s.get::<Secret>(NS, "spark-token") {
+            let id = secret_value(&secret, "tokenId").unwrap();
+            let held = emr
+                .token(&id)
+                .unwrap_or_else(|| panic!("gap: the Secret holds {id}, gone at the provider"));
+            assert_eq!(secret_value(&secret, "token").unwrap(), held.token);
+            seen.insert(id);
+        }
+        if seen.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen.len() >= 4, "rotations seen: {seen:?}");
+    let created: Vec<String> = emr
+        .calls()
+        .iter()
+        .filter(|c| c.action == "CreateLivyComputeToken")
+        .map(|c| c.body["name"].as_str().unwrap().to_owned())
+        .collect();
+    let distinct: BTreeSet<&String> = created.iter().collect();
+    assert_eq!(distinct.len(), created.len(), "{created:?}");
+    // (A Delete may find a token already gone; NotFound counts as deleted.)
+    assert!(
+        emr.calls()
+            .iter()
+            .all(|c| c.status == 200 || (c.action == "DeleteLivyComputeToken" && c.status == 404)),
+        "{:?}",
+        emr.calls()
+    );
+    assert_eq!(emr.bad_signatures(), 0);
+    let obj: LivyToken = s.get(NS, "spark").unwrap();
+    assert_eq!(obj.metadata.finalizers.unwrap(), [FINALIZER]);
+
+    s.delete_object::<LivyToken>(NS, "spark");
+    eventually("resource deleted after its tokens", || {
+        s.get::<LivyToken>(NS, "spark").is_none()
+    })
+    .await;
+    assert!(emr.tokens().is_empty(), "{:?}", emr.tokens());
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn rrsa_goes_to_official_endpoints_only() {
+    use workspace_access_operator::controller::credentials::PodIdentityPolicy;
+    let s = server();
+    let emr = FakeEmr::start(AK_ID, AK_SECRET, Arc::new(jiff::Timestamp::now)).await;
+    let settings = Settings {
+        endpoint_policy: EndpointPolicy::new(vec![emr.host_port.parse().unwrap()]),
+        pod_identity: PodIdentityPolicy::new(vec![NS.to_string()]),
+        ..Settings::default()
+    };
+    let (ctx, _) = context(&s, settings);
+    let mut obj = resource(&emr, "spark", json!({"tokenId": "lctk-1"}));
+    obj.spec.alibaba.access_key_ref = None;
+    obj.spec.alibaba.rrsa = true;
+    let obj = s.insert(&obj);
+    reconcile(Arc::new(obj), ctx).await.unwrap();
+    let obj: LivyToken = s.get(NS, "spark").unwrap();
+    let (_, reason, message) =
+        ready_of(&serde_json::to_value(obj.status.unwrap()).unwrap()).unwrap();
+    assert_eq!(reason, "EndpointNotAllowed");
+    assert!(message.contains("own identity"), "{message}");
+    assert!(emr.calls().is_empty());
+}
