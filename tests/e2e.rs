@@ -96,6 +96,182 @@ async fn operator_reports_each_kind_and_stops_on_sigterm() {
     assert_eq!(code, 200);
     assert!(metrics.contains("workspace_access_reconcile_failures_total{kind=\"WorkspaceView\",reason=\"CredentialsNotFound\"}"), "{metrics}");
 
+    // LivyTokens carry a finalizer: delete them while the operator runs.
+    cluster
+        .delete_and_wait::<LivyToken>(&ns, "livy", Duration::from_secs(30))
+        .await;
+    let status = operator.terminate(Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "operator exit status after SIGTERM: {status:?}"
+    );
+    cluster.delete_namespace(&ns).await;
+}
+
+/// LivyToken against a fake EMR Serverless Spark endpoint that verifies every signature: a
+/// referenced token follows outside changes; a managed token rotates several times with no
+/// gap (the Secret's token always exists at the provider) and no duplicates, and deleting the
+/// resource deletes it at the provider.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn livy_tokens_rotate_without_gaps_against_a_signature_checking_endpoint() {
+    use e2e_support::fake_emr::FakeEmr;
+    use std::collections::BTreeSet;
+    use std::time::Instant;
+
+    const WS: &str = "w-8adde60aa809701f";
+    const LC: &str = "lc-6mkvn01zrg8rqhhv";
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-livy").await;
+    let emr = FakeEmr::start(
+        "LTAI5tE2eKey",
+        "e2e-access-key-secret",
+        std::sync::Arc::new(jiff::Timestamp::now),
+    )
+    .await;
+    // One expireDays day lasts 20 s: a managed token lives 20 s and is renewed 6 s before.
+    emr.set_day_length(Duration::from_secs(20));
+    emr.add_token(
+        WS,
+        LC,
+        "lctk-ref",
+        "shared",
+        "reference-content-1",
+        Duration::from_secs(3600),
+    );
+    let mut operator = Operator::start(&cluster, &["--allow-endpoint", &emr.host_port]).await;
+
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ali-ak"},
+            "stringData": {"accessKeyId": "LTAI5tE2eKey", "accessKeySecret": "e2e-access-key-secret"}
+        }))
+        .await;
+    let spec = |mode: serde_json::Value| {
+        let mut s = json!({
+            "regionId": "cn-hangzhou", "workspaceId": WS, "livyComputeId": LC,
+            "endpoint": emr.base_url, "alibaba": {"accessKeyRef": {"name": "ali-ak"}},
+        });
+        for (k, v) in mode.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        s
+    };
+    cluster
+        .apply_json(
+            &ns,
+            json!({
+                "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "LivyToken",
+                "metadata": {"name": "reference"},
+                "spec": spec(json!({"tokenId": "lctk-ref", "refreshInterval": "2s"}))
+            }),
+        )
+        .await;
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "LivyToken",
+            "metadata": {"name": "managed"},
+            "spec": spec(json!({"managed": {"expireDays": 1, "gracePeriod": "3s"}, "renewBefore": "6s"}))
+        }))
+        .await;
+    for name in ["reference", "managed"] {
+        let (ready, reason) = cluster
+            .wait_ready_reason::<LivyToken>(&ns, name, Duration::from_secs(30))
+            .await;
+        assert_eq!(
+            (ready.as_str(), reason.as_str()),
+            ("True", "Synced"),
+            "{name}"
+        );
+    }
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    let value = |s: &Secret, k: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| String::from_utf8(b.0.clone()).unwrap())
+    };
+
+    // Reference mode: a change made outside reaches the Secret within the refresh interval.
+    let s = secrets.get("reference").await.unwrap();
+    assert_eq!(value(&s, "token").as_deref(), Some("reference-content-1"));
+    emr.update_token("lctk-ref", |t| t.token = "reference-content-2".into());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = secrets.get("reference").await.unwrap();
+        if value(&s, "token").as_deref() == Some("reference-content-2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outside change never reached the Secret"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Managed mode: watch the Secret across several rotations.
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} tokens seen: {seen:?}",
+            seen.len()
+        );
+        let s = secrets.get("managed").await.unwrap();
+        let id = value(&s, "tokenId").unwrap();
+        let held = emr.token(&id).unwrap_or_else(|| {
+            panic!("gap: the Secret holds {id}, which the provider no longer has")
+        });
+        assert_eq!(value(&s, "token").unwrap(), held.token);
+        assert!(
+            held.expire_time.unwrap() > jiff::Timestamp::now(),
+            "the Secret holds an expired token"
+        );
+        let managed_tokens = emr
+            .tokens()
+            .into_iter()
+            .filter(|t| t.token_id != "lctk-ref")
+            .count();
+        assert!(
+            managed_tokens <= 2,
+            "{managed_tokens} managed tokens at once: {:?}",
+            emr.tokens()
+        );
+        seen.insert(id);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let names: Vec<String> = emr
+        .calls()
+        .iter()
+        .filter(|c| c.action == "CreateLivyComputeToken")
+        .map(|c| c.body["name"].as_str().unwrap().to_owned())
+        .collect();
+    let distinct: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        names.len(),
+        "a token name was created twice: {names:?}"
+    );
+    assert!(
+        emr.calls().iter().all(|c| c.status == 200),
+        "{:?}",
+        emr.calls()
+    );
+    assert_eq!(emr.bad_signatures(), 0);
+
+    // Deleting the resource deletes its tokens; the referenced token is never touched.
+    cluster
+        .delete_and_wait::<LivyToken>(&ns, "managed", Duration::from_secs(30))
+        .await;
+    let left: Vec<String> = emr.tokens().into_iter().map(|t| t.token_id).collect();
+    assert_eq!(left, ["lctk-ref"]);
+    cluster
+        .delete_and_wait::<LivyToken>(&ns, "reference", Duration::from_secs(30))
+        .await;
+    assert!(emr.token("lctk-ref").is_some());
+
     let status = operator.terminate(Duration::from_secs(20)).await;
     assert!(
         status.success(),

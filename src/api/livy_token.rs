@@ -102,8 +102,11 @@ pub struct LivyTokenSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedLivyToken {
-    /// Name given to the tokens the operator creates. Default: derived from the resource's
-    /// namespace, name and UID.
+    /// Beginning of the names of the tokens the operator creates (default: "wao-" and this
+    /// resource's name; at most 40 characters are used). The operator appends 8 hex digits
+    /// derived from the resource's namespace, name and UID and a number counting rotations,
+    /// e.g. spark-livy-1a2b3c4d-3, so that tokens of different resources never mix and a token
+    /// created just before a crash is found again by its name instead of being created twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = TOKEN_NAME_PATTERN))]
     pub name: Option<String>,
@@ -175,9 +178,58 @@ pub struct LivyTokenStatus {
     /// Name of the Secret holding the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The tokens the operator created for this resource (managed mode, and replaced managed
+    /// tokens still to be deleted after switching to tokenId).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedTokensStatus>,
     /// Conditions, observed generation and sync times.
     #[serde(flatten)]
     pub common: CommonStatus,
+}
+
+/// The tokens the operator manages for a LivyToken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedTokensStatus {
+    /// Beginning of the names of this resource's tokens (from spec.managed.name or the
+    /// resource's name, and 8 hex digits of its namespace, name and UID); each token is named
+    /// <namePrefix><n>, n counting up with every rotation.
+    #[serde(default)]
+    pub name_prefix: String,
+    /// The token the Secret holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<ManagedTokenRef>,
+    /// A token created but not yet written to the Secret. It is recorded right after it is
+    /// created, so that an interrupted rotation resumes with it instead of creating another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<ManagedTokenRef>,
+    /// Replaced tokens, deleted at the provider once deleteAfter has passed (gracePeriod after
+    /// the Secret received their successor, so that pods reading the Secret switch first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring: Vec<ManagedTokenRef>,
+}
+
+/// A Livy compute token the operator created, and where it lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedTokenRef {
+    /// Token ID.
+    pub token_id: String,
+    /// Token name.
+    #[serde(default)]
+    pub name: String,
+    /// Region of the Livy Gateway the token belongs to.
+    pub region_id: String,
+    /// Workspace of the Livy Gateway the token belongs to.
+    pub workspace_id: String,
+    /// Livy Gateway the token belongs to.
+    pub livy_compute_id: String,
+    /// Endpoint the token was created through (absent: the region's default endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// When the token is deleted at the provider (replaced tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_after: Option<Timestamp>,
 }
 
 impl HasCommonStatus for LivyTokenStatus {

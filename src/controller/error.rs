@@ -30,8 +30,6 @@ pub enum Reason {
     ProviderError,
     /// A Secret of that name exists and is not owned by this resource.
     SecretConflict,
-    /// The provider integration for this kind is not built yet.
-    ProviderNotImplemented,
     /// The Kubernetes API server refused or failed a request.
     KubernetesError,
 }
@@ -51,7 +49,6 @@ impl Reason {
             Reason::Throttled => "Throttled",
             Reason::ProviderError => "ProviderError",
             Reason::SecretConflict => "SecretConflict",
-            Reason::ProviderNotImplemented => "ProviderNotImplemented",
             Reason::KubernetesError => "KubernetesError",
         }
     }
@@ -94,9 +91,6 @@ pub enum Error {
     /// The Secret name is taken by a Secret this resource doesn't own.
     #[error("{0}")]
     SecretConflict(String),
-    /// The kind's provider integration is not built yet.
-    #[error("the {0} provider integration is not implemented yet; the spec is valid")]
-    NotImplemented(&'static str),
     /// The Kubernetes API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -120,7 +114,6 @@ impl Error {
                 | ProviderErrorKind::InvalidResponse => Reason::ProviderError,
             },
             Error::SecretConflict(_) => Reason::SecretConflict,
-            Error::NotImplemented(_) => Reason::ProviderNotImplemented,
             Error::Kube(_) => Reason::KubernetesError,
         }
     }
@@ -132,8 +125,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_)
             | Error::EndpointNotAllowed(_)
-            | Error::PodIdentityNotAllowed(_)
-            | Error::NotImplemented(_) => Retry::OnSpecChange,
+            | Error::PodIdentityNotAllowed(_) => Retry::OnSpecChange,
             Error::Provider(e) => Retry::Backoff(e.retry_after),
             Error::CredentialsNotFound(_) | Error::SecretConflict(_) | Error::Kube(_) => {
                 Retry::Backoff(None)
@@ -167,9 +159,5 @@ mod tests {
         );
         let e = Error::Provider(ProviderError::new(ProviderErrorKind::Unavailable, "503"));
         assert_eq!(e.reason(), Reason::ProviderError);
-        assert_eq!(
-            Error::NotImplemented("Fabric").reason().as_str(),
-            "ProviderNotImplemented"
-        );
     }
 }

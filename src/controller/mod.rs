@@ -263,6 +263,8 @@ pub struct Context {
     pub backoff: BackoffTracker,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The operator pod's Alibaba Cloud RRSA credentials (STS), cached and shared.
+    pub alibaba_rrsa: Arc<crate::providers::auth::sts::RrsaCredentials>,
 }
 
 impl Context {
@@ -285,6 +287,9 @@ impl Context {
             secret_cache: SecretCache::default(),
             backoff: BackoffTracker::default(),
             clock: Arc::new(SystemClock),
+            alibaba_rrsa: Arc::new(
+                crate::providers::auth::sts::RrsaCredentials::from_process_env(),
+            ),
         }
     }
 

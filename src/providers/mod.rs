@@ -6,6 +6,7 @@ pub mod auth;
 pub mod azure_cloud;
 pub mod azure_ml;
 pub mod datarobot;
+pub mod emr_spark;
 pub mod endpoint;
 pub mod error;
 pub mod fabric;

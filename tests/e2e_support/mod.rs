@@ -2,6 +2,8 @@
 //! operator as a child process.
 #![allow(dead_code)]
 
+pub mod fake_emr;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -83,6 +85,20 @@ impl Cluster {
         let plural = format!("{}s", gvk.kind.to_lowercase());
         let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
         Api::namespaced_with(self.client.clone(), ns, &ar)
+    }
+
+    /// Deletes a resource and waits until it is gone (its finalizers ran).
+    pub async fn delete_and_wait<K: ManagedKind>(&self, ns: &str, name: &str, within: Duration) {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        let deadline = Instant::now() + within;
+        while api.get_opt(name).await.expect("get resource").is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "{ns}/{name} still exists {within:?} after its deletion"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Server-side applies a manifest in `ns`, or returns the API server's refusal.

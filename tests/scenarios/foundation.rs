@@ -266,7 +266,12 @@ async fn status_is_written_once_and_not_again_when_nothing_changed() {
 #[tokio::test]
 async fn a_failed_refresh_keeps_the_old_secret() {
     let s = server();
-    let owner = s.insert(&livy("team-b", "spark"));
+    let mut owner = livy("team-b", "spark");
+    // As after the first reconciliation, which adds the LivyToken finalizer.
+    owner.metadata.finalizers = Some(vec![
+        workspace_access_operator::controller::livy::FINALIZER.into(),
+    ]);
+    let owner = s.insert(&owner);
     let (ctx, _) = context(&s, Settings::default());
     // A previous sync wrote the Secret.
     apply_secret(&ctx, &owner, "spark", &content("still-valid"), None)

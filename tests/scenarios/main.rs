@@ -4,6 +4,7 @@
 mod fake_api_selftest;
 mod foundation;
 mod leader;
+mod livy;
 mod notebook;
 mod support;
 mod workspace_view;
