@@ -8,6 +8,10 @@
 //!   moves then; Ready=True says the last refresh confirmed it (Ready=False if it failed).
 //! - A failed sync, or one failing midway through paging, returns an error: the driver keeps
 //!   the last inventory and sets Ready=False. A partial list is never published.
+//! - A reconciliation before the status's `nextSyncTime` (for a Ready status of the current
+//!   generation) reads nothing: after a restart, views whose inventory was written recently are
+//!   not all re-read at once. Since an unchanged refresh writes nothing, `nextSyncTime` can be
+//!   in the past, and then the view is read at once.
 
 use crate::api::WorkspaceView;
 use crate::api::workspace_view::{
@@ -39,6 +43,26 @@ use url::Url;
 pub const DATAROBOT_ENDPOINT: &str = "https://app.datarobot.com/api/v2";
 /// Default `spec.refreshInterval`.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// The current status, unchanged, when it is Ready for the current generation and its
+/// `nextSyncTime` hasn't come yet (e.g. right after a restart of the operator).
+fn not_due(obj: &WorkspaceView, now: jiff::Timestamp) -> Option<Synced<WorkspaceViewStatus>> {
+    let status = obj.status.as_ref()?;
+    let common = &status.common;
+    let ready = common.ready()?;
+    let next = common.next_sync_time?;
+    let current = common.observed_generation.is_some()
+        && common.observed_generation == obj.metadata.generation
+        && ready.status == "True"
+        && ready.observed_generation == obj.metadata.generation;
+    (current && now < next).then(|| Synced {
+        status: status.clone(),
+        message: ready.message.clone(),
+        next_sync: next,
+        last_sync: None,
+        event: None,
+    })
+}
 
 /// A validated view: where to read the inventory and with which credentials.
 #[derive(Debug)]
@@ -270,6 +294,9 @@ fn unknown_notebooks(missing: &[String]) -> Error {
 #[async_trait]
 impl Reconciler for WorkspaceView {
     async fn sync(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Synced<WorkspaceViewStatus>, Error> {
+        if let Some(not_due) = not_due(&obj, ctx.now()) {
+            return Ok(not_due);
+        }
         let built = read_inventory(&obj, &ctx).await?;
         let now = ctx.now();
         let changed = obj

@@ -556,3 +556,54 @@ async fn fabric_throttling_is_reported_and_honoured() {
     assert!(message.contains("RequestBlocked"), "{message}");
     assert!(st.get("workspaces").is_none());
 }
+
+#[tokio::test]
+async fn a_restart_does_not_re_read_views_that_are_not_due() {
+    let mock = MockServer::start_async().await;
+    let bulk = mock
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/v2/notebooks/sharedRoles/");
+            then.status(200).json_body(
+                json!({"data": [{"notebookId": "nb1", "roles": [role("u5", "EDITOR")]}]}),
+            );
+        })
+        .await;
+    let s = server();
+    s.insert(&secret(NS, "dr", &[("apiToken", DR_TOKEN)]));
+    let obj = s.insert(&datarobot_view(
+        &mock,
+        json!({"notebookIds": ["nb1"]}),
+        None,
+    ));
+    let (ctx, _) = context(&s, settings(&[&mock]));
+    reconcile(Arc::new(obj), ctx).await.unwrap();
+    assert_eq!(bulk.calls_async().await, 1);
+
+    // A new operator process (fresh context, same cluster) five minutes later: not due yet.
+    let (ctx, clock) = context(&s, settings(&[&mock]));
+    clock.advance(Duration::from_secs(5 * 60));
+    let obj: WorkspaceView = s.get(NS, "dr").unwrap();
+    s.clear_requests();
+    let action = reconcile(Arc::new(obj.clone()), ctx.clone()).await.unwrap();
+    assert_eq!(
+        bulk.calls_async().await,
+        1,
+        "no provider call before nextSyncTime"
+    );
+    assert!(s.writes().is_empty());
+    assert_eq!(
+        action_delay(&action),
+        Duration::from_secs(10 * 60),
+        "requeued for nextSyncTime"
+    );
+
+    // Due: read again.
+    clock.advance(Duration::from_secs(10 * 60));
+    reconcile(Arc::new(obj.clone()), ctx.clone()).await.unwrap();
+    assert_eq!(bulk.calls_async().await, 2);
+
+    // A spec change is read at once, whatever nextSyncTime says.
+    let changed = s.modify::<WorkspaceView>(NS, "dr", |v| v["spec"]["maxItems"] = json!(10));
+    reconcile(Arc::new(changed), ctx).await.unwrap();
+    assert_eq!(bulk.calls_async().await, 3);
+}

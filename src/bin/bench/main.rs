@@ -267,8 +267,12 @@ async fn main() -> anyhow::Result<()> {
             let key = (kind, name.clone());
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                if let Some(r) = timings.lock().unwrap().ready.get(&key) {
-                    lat.push(r.duration_since(timings.lock().unwrap().applied[&key]));
+                let seen = {
+                    let t = timings.lock().unwrap();
+                    t.ready.get(&key).map(|r| r.duration_since(t.applied[&key]))
+                };
+                if let Some(latency) = seen {
+                    lat.push(latency);
                     break;
                 }
                 anyhow::ensure!(Instant::now() < deadline, "{name} not Ready within 30 s");

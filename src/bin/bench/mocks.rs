@@ -100,6 +100,21 @@ impl Mocks {
             .count() as u64
     }
 
+    /// Calls since `since`, counted by operation, as text (`EmrGet=20 ...`).
+    pub fn breakdown_since(&self, since: Instant) -> String {
+        let mut counts: std::collections::BTreeMap<Op, u64> = Default::default();
+        for (t, op, _) in self.calls.lock().unwrap().iter() {
+            if *t >= since {
+                *counts.entry(*op).or_default() += 1;
+            }
+        }
+        counts
+            .iter()
+            .map(|(op, n)| format!("{op:?}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Highest number of resource calls in any `window` since `since`, per second.
     pub fn peak_rate_since(&self, since: Instant, window: Duration) -> f64 {
         let mut times: Vec<Instant> = self
