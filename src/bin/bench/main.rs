@@ -443,6 +443,10 @@ async fn main() -> anyhow::Result<()> {
         mocks.count_since(idle_start, |_| true),
         "0",
     );
+    eprintln!(
+        "  idle calls by operation: {}",
+        mocks.breakdown_since(idle_start)
+    );
     report.add(
         "operator steady RSS",
         format!("{} MiB", op.memory().rss_kib / 1024),
@@ -479,6 +483,10 @@ async fn main() -> anyhow::Result<()> {
         "restart: provider calls",
         mocks.count_since(restart_start, |_| true),
         "0",
+    );
+    eprintln!(
+        "  restart calls by operation: {}",
+        mocks.breakdown_since(restart_start)
     );
 
     // 6. Renewals with a short token lifetime.
