@@ -72,6 +72,10 @@ struct PolicyArgs {
     /// Request rate allowed per provider host, shared by all resources: QPS or QPS:BURST.
     #[arg(long, default_value = "5:10", value_name = "QPS[:BURST]")]
     provider_rate: Rate,
+    /// How long a credentials Secret read from the API server is reused before it is read
+    /// again (0s: read it on every reconciliation).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    credential_cache_ttl: Duration,
     /// Rate for one host, overriding --provider-rate (repeatable).
     #[arg(long = "provider-host-rate", value_name = "HOST=QPS[:BURST]")]
     provider_host_rate: Vec<HostRate>,
@@ -84,6 +88,7 @@ impl PolicyArgs {
             pod_identity: PodIdentityPolicy::new(self.pod_identity_namespace.clone()),
             base_backoff: self.base_backoff.get(),
             max_backoff: self.max_backoff.get(),
+            credential_cache_ttl: self.credential_cache_ttl.get(),
         }
     }
 

@@ -7,7 +7,9 @@ use crate::redact::SecretString;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where Secrets are read from: the cluster, or (for `preview`) manifests given on the command
 /// line.
@@ -26,6 +28,62 @@ impl SecretSource for KubeSecretSource {
         kube::Api::<Secret>::namespaced(self.0.clone(), namespace)
             .get_opt(name)
             .await
+    }
+}
+
+/// Caches Secrets read through another source for a short time, and makes concurrent reads of
+/// the same Secret wait for one API request: when a thousand resources share one credentials
+/// Secret, they cost one GET per `ttl` instead of one each. Only Secrets that exist are cached,
+/// so a missing Secret is noticed as soon as it is created; a changed one within `ttl`.
+pub struct CachedSecretSource {
+    inner: Arc<dyn SecretSource>,
+    ttl: Duration,
+    slots: Mutex<HashMap<(String, String), Slot>>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Secret)>>>;
+
+impl CachedSecretSource {
+    /// A cache in front of `inner`; `ttl` zero disables caching.
+    pub fn new(inner: Arc<dyn SecretSource>, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, namespace: &str, name: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget expired entries nobody is reading, so values don't linger.
+        let ttl = self.ttl;
+        slots.retain(|_, slot| match slot.try_lock() {
+            Ok(content) => content.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl),
+            Err(_) => true,
+        });
+        slots
+            .entry((namespace.to_owned(), name.to_owned()))
+            .or_default()
+            .clone()
+    }
+}
+
+#[async_trait]
+impl SecretSource for CachedSecretSource {
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
+        if self.ttl.is_zero() {
+            return self.inner.get_secret(namespace, name).await;
+        }
+        let slot = self.slot(namespace, name);
+        let mut content = slot.lock().await;
+        if let Some((at, secret)) = content.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(secret.clone()));
+        }
+        let fetched = self.inner.get_secret(namespace, name).await?;
+        *content = fetched.clone().map(|s| (Instant::now(), s));
+        Ok(fetched)
     }
 }
 
@@ -242,6 +300,96 @@ mod tests {
         let vb = read_key(&b, "ns", &kref("s", "k")).await.unwrap();
         assert_ne!(va.version, vb.version);
         assert!(!va.version.contains("one"));
+    }
+
+    /// Counts reads and serves a Secret whose value can change.
+    struct Counting {
+        reads: std::sync::atomic::AtomicUsize,
+        value: Mutex<Option<&'static str>>,
+    }
+
+    #[async_trait]
+    impl SecretSource for Counting {
+        async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            Ok(self
+                .value
+                .lock()
+                .unwrap()
+                .map(|v| secret(ns, name, &[("k", v.as_bytes())])))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_coalesces_reads_and_expires() {
+        let inner = Arc::new(Counting {
+            reads: Default::default(),
+            value: Mutex::new(Some("one")),
+        });
+        let cache = Arc::new(CachedSecretSource::new(
+            inner.clone(),
+            Duration::from_millis(300),
+        ));
+        let reads = futures::future::join_all((0..50).map(|_| {
+            let c = cache.clone();
+            async move { read_key(c.as_ref(), "ns", &kref("s", "k")).await.unwrap() }
+        }))
+        .await;
+        assert!(reads.iter().all(|v| v.value.expose() == "one"));
+        assert_eq!(
+            inner.reads.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "50 readers, 1 GET"
+        );
+
+        // A changed value is seen once the entry expired.
+        *inner.value.lock().unwrap() = Some("two");
+        assert_eq!(
+            read_key(cache.as_ref(), "ns", &kref("s", "k"))
+                .await
+                .unwrap()
+                .value
+                .expose(),
+            "one"
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            read_key(cache.as_ref(), "ns", &kref("s", "k"))
+                .await
+                .unwrap()
+                .value
+                .expose(),
+            "two"
+        );
+
+        // A missing Secret is not cached: it is seen as soon as it exists.
+        *inner.value.lock().unwrap() = None;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(
+            read_key(cache.as_ref(), "ns", &kref("s", "k"))
+                .await
+                .is_err()
+        );
+        *inner.value.lock().unwrap() = Some("three");
+        assert_eq!(
+            read_key(cache.as_ref(), "ns", &kref("s", "k"))
+                .await
+                .unwrap()
+                .value
+                .expose(),
+            "three"
+        );
+
+        // Other namespaces are other entries.
+        assert_eq!(
+            read_key(cache.as_ref(), "other", &kref("s", "k"))
+                .await
+                .unwrap()
+                .value
+                .expose(),
+            "three"
+        );
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct Settings {
     pub base_backoff: Duration,
     /// Longest retry delay (a provider's Retry-After may ask for longer and is honoured).
     pub max_backoff: Duration,
+    /// How long a credentials Secret read from the API server is reused (zero: every
+    /// reconciliation reads it).
+    pub credential_cache_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -137,6 +140,7 @@ impl Default for Settings {
             pod_identity: PodIdentityPolicy::default(),
             base_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(300),
+            credential_cache_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -277,7 +281,10 @@ impl Context {
     ) -> Self {
         let recorder = Recorder::new(client.clone(), run::REPORTER.into());
         Self {
-            secrets: Arc::new(credentials::KubeSecretSource(client.clone())),
+            secrets: Arc::new(credentials::CachedSecretSource::new(
+                Arc::new(credentials::KubeSecretSource(client.clone())),
+                settings.credential_cache_ttl,
+            )),
             client,
             settings,
             metrics,

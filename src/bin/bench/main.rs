@@ -214,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let ceiling_ns = format!("bench-ceiling-{run_id}");
     cluster::namespace(&client, &ceiling_ns).await?;
-    let ceiling = cluster::direct_writes(
+    let (ceiling_creates, ceiling) = cluster::direct_writes(
         &client,
         &ceiling_ns,
         args.count,
@@ -223,12 +223,17 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     cluster::delete_namespace(&client, &ceiling_ns, Duration::from_secs(300)).await?;
     report.add(
-        "direct writes: Secrets + status patches",
+        "direct: N resources applied",
+        format!("{:.1} s", ceiling_creates.as_secs_f64()),
+        "",
+    );
+    report.add(
+        "direct: N Secrets + N status patches",
         format!("{:.1} s", ceiling.as_secs_f64()),
         "",
     );
     report.add(
-        "direct writes per second",
+        "direct: Secret + status writes per second",
         format!("{:.0}/s", 2.0 * args.count as f64 / ceiling.as_secs_f64()),
         "",
     );
@@ -240,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
             mocks.seed_emr_token(&format!("lctk-{}", cluster::name("r", i)));
         }
     }
+    let run_start = Instant::now();
     let op = Operator::start(&binary, &op_args, args.operator_log.as_ref()).await?;
     eprintln!("operator pid {}", op.pid());
 
@@ -376,7 +382,7 @@ async fn main() -> anyhow::Result<()> {
     lat.sort();
     let n = args.count as f64;
     let resource_calls = mocks.count_since(phase_start, Op::is_resource_call);
-    let cred_calls = mocks.count_since(phase_start, |o| o == Op::EntraToken);
+    let cred_calls = mocks.count_since(run_start, |o| o == Op::EntraToken);
     let writes = sum(&after, "workspace_access_api_writes_total", &[])
         - sum(&before, "workspace_access_api_writes_total", &[]);
     report.add("N resources: applied by the bench in", ms(applied_in), "");
@@ -401,10 +407,18 @@ async fn main() -> anyhow::Result<()> {
         "",
     );
     report.add(
-        "throughput vs API server ceiling",
+        "throughput vs ceiling (Secrets + status patches)",
         format!(
             "{:.0}%",
             100.0 * ceiling.as_secs_f64() / converged.as_secs_f64()
+        ),
+        ">= 70%",
+    );
+    report.add(
+        "throughput vs ceiling (resources + Secrets + status patches)",
+        format!(
+            "{:.0}%",
+            100.0 * (ceiling_creates + ceiling).as_secs_f64() / converged.as_secs_f64()
         ),
         ">= 70%",
     );
@@ -414,9 +428,9 @@ async fn main() -> anyhow::Result<()> {
         "1",
     );
     report.add(
-        "Entra/STS calls (total)",
+        "Entra calls since the operator started (1 credential)",
         cred_calls,
-        "1 per credential per lifetime",
+        "1 per credential per token lifetime",
     );
     report.add(
         "API-server writes per resource",
