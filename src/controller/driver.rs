@@ -135,9 +135,16 @@ pub fn error_policy<K: Reconciler>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) 
 
 async fn sync_and_report<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = ctx.now();
-    match K::sync(obj.clone(), ctx.clone()).await {
-        Ok(synced) => report_success(&obj, &ctx, synced, now).await,
-        Err(err) => report_failure(&obj, &ctx, err, now).await,
+    let key = backoff_key(obj.as_ref());
+    // A record left by an earlier reconciliation is older than the object we were given.
+    let _: Option<K::Status> = ctx.take_progress(&key);
+    let result = K::sync(obj.clone(), ctx.clone()).await;
+    // The status as last written: what the sync recorded on the way, else what we were given.
+    let progress: Option<K::Status> = ctx.take_progress(&key);
+    let current = progress.as_ref().or(obj.status());
+    match result {
+        Ok(synced) => report_success(&obj, current, &ctx, synced, now).await,
+        Err(err) => report_failure(&obj, current, &ctx, err, now).await,
     }
 }
 
@@ -153,7 +160,9 @@ async fn cleanup_and_report<K: Reconciler>(
         }
         Err(err) => {
             // Report, then fail so the finalizer stays and the cleanup is retried.
-            let _ = report_failure(&obj, &ctx, clone_for_report(&err), now).await;
+            let progress: Option<K::Status> = ctx.take_progress(&backoff_key(obj.as_ref()));
+            let current = progress.as_ref().or(obj.status());
+            let _ = report_failure(&obj, current, &ctx, clone_for_report(&err), now).await;
             Err(err)
         }
     }
@@ -177,13 +186,13 @@ fn clone_for_report(err: &Error) -> Error {
 
 async fn report_success<K: Reconciler>(
     obj: &Arc<K>,
+    current: Option<&K::Status>,
     ctx: &Arc<Context>,
     synced: Synced<K::Status>,
     now: Timestamp,
 ) -> Result<Action, Error> {
     ctx.backoff.reset(&backoff_key(obj.as_ref()));
     let generation = obj.meta().generation;
-    let current = obj.status();
     let mut status = synced.status;
     let mut conditions = current
         .map(|s| s.common().conditions.clone())
@@ -204,7 +213,7 @@ async fn report_success<K: Reconciler>(
         .last_sync
         .or_else(|| current.and_then(|s| s.common().last_sync_time));
     let transitioned = ready_transitioned(current, &status);
-    let wrote = write_status(&ctx.client, obj.as_ref(), &status, &ctx.metrics).await?;
+    let wrote = write_status(&ctx.client, obj.as_ref(), current, &status, &ctx.metrics).await?;
     if let Some(note) = synced.event {
         publish(ctx, obj.as_ref(), EventType::Normal, Reason::Synced, &note).await;
     } else if transitioned {
@@ -225,6 +234,7 @@ async fn report_success<K: Reconciler>(
 
 async fn report_failure<K: Reconciler>(
     obj: &Arc<K>,
+    current: Option<&K::Status>,
     ctx: &Arc<Context>,
     err: Error,
     now: Timestamp,
@@ -247,7 +257,6 @@ async fn report_failure<K: Reconciler>(
     };
     ctx.metrics.failure(K::KIND, reason.as_str());
     let generation = obj.meta().generation;
-    let current = obj.status();
     // Start from the current status: the last good token data or inventory stays in place.
     let mut status = current.cloned().unwrap_or_default();
     let common = status.common_mut();
@@ -262,7 +271,7 @@ async fn report_failure<K: Reconciler>(
     common.observed_generation = generation;
     common.next_sync_time = delay.map(|d| crate::controller::schedule::add(now, d));
     let transitioned = ready_transitioned(current, &status);
-    write_status(&ctx.client, obj.as_ref(), &status, &ctx.metrics).await?;
+    write_status(&ctx.client, obj.as_ref(), current, &status, &ctx.metrics).await?;
     if transitioned {
         publish(ctx, obj.as_ref(), EventType::Warning, reason, &message).await;
     }

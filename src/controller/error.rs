@@ -92,8 +92,20 @@ pub enum Error {
     #[error("{0}")]
     SecretConflict(String),
     /// The Kubernetes API failed.
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", describe_kube_error(.0))]
     Kube(#[from] kube::Error),
+}
+
+/// A readable one-line description of a Kubernetes API error (kube's own Display repeats the
+/// whole response structure).
+fn describe_kube_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!(
+            "the API server answered {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -143,6 +155,17 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_errors_read_as_one_line() {
+        let status =
+            kube::core::Status::failure("injected fault 500", "InternalError").with_code(500);
+        let e = Error::Kube(kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            e.message(),
+            "Kubernetes API: the API server answered 500 InternalError: injected fault 500"
+        );
+    }
 
     #[test]
     fn reasons_and_retry() {

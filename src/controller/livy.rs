@@ -46,7 +46,7 @@ use crate::controller::schedule;
 use crate::controller::secret::{
     SecretContent, SecretState, apply_secret, check_ownership, rfc3339, secret_name,
 };
-use crate::controller::status::{READY, write_status};
+use crate::controller::status::{READY, record_progress};
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};
 use crate::providers::auth::acs3::AcsCredentials;
 use crate::providers::auth::sts::RrsaError;
@@ -782,7 +782,7 @@ async fn sync_managed(
                 // Record the new token at once (see the module docs).
                 let mut mid = start.clone();
                 mid.managed = Some(ms.clone());
-                write_status(&ctx.client, obj, &mid, &ctx.metrics).await?;
+                record_progress(ctx, obj, &mid).await?;
                 (r, created)
             }
         };

@@ -269,6 +269,9 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The operator pod's Alibaba Cloud RRSA credentials (STS), cached and shared.
     pub alibaba_rrsa: Arc<crate::providers::auth::sts::RrsaCredentials>,
+    /// Statuses a sync wrote before finishing (progress records), by object, so that the
+    /// driver builds on them rather than on the status the reconciliation started from.
+    pub progress: Mutex<HashMap<String, serde_json::Value>>,
 }
 
 impl Context {
@@ -297,11 +300,22 @@ impl Context {
             alibaba_rrsa: Arc::new(
                 crate::providers::auth::sts::RrsaCredentials::from_process_env(),
             ),
+            progress: Mutex::new(HashMap::new()),
         }
     }
 
     /// Now, by the context's clock.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Takes the status a sync of the object with `key` recorded as progress, if any.
+    pub fn take_progress<S: DeserializeOwned>(&self, key: &str) -> Option<S> {
+        let value = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)?;
+        serde_json::from_value(value).ok()
     }
 }

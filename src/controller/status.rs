@@ -67,15 +67,16 @@ pub fn ready_transitioned<S: HasCommonStatus>(current: Option<&S>, desired: &S) 
     key(current.and_then(|s| s.common().ready())) != key(desired.common().ready())
 }
 
-/// Writes `desired` as the status of `obj` with server-side apply, if [`needs_write`] says so.
-/// Returns whether a write happened.
+/// Writes `desired` as the status of `obj` with server-side apply, if [`needs_write`] says so
+/// compared with `current` (the status as last written). Returns whether a write happened.
 pub async fn write_status<K: ManagedKind>(
     client: &kube::Client,
     obj: &K,
+    current: Option<&K::Status>,
     desired: &K::Status,
     metrics: &Metrics,
 ) -> Result<bool, kube::Error> {
-    if !needs_write(obj.status(), desired) {
+    if !needs_write(current, desired) {
         return Ok(false);
     }
     let ns = obj.namespace().unwrap_or_default();
@@ -91,6 +92,34 @@ pub async fn write_status<K: ManagedKind>(
     crate::controller::retry_on_conflict(|| api.patch_status(&name, &params, &patch)).await?;
     metrics.write(K::KIND, "status");
     Ok(true)
+}
+
+/// Writes a status in the middle of a sync (e.g. a token created at the provider, to be
+/// recorded before anything else can fail) and remembers it, so that the driver's final write
+/// (success or failure) starts from it instead of dropping it.
+pub async fn record_progress<K: ManagedKind>(
+    ctx: &crate::controller::Context,
+    obj: &K,
+    desired: &K::Status,
+) -> Result<(), kube::Error> {
+    let key = crate::controller::driver::backoff_key(obj);
+    let previous: Option<K::Status> = ctx.take_progress(&key);
+    let current = previous.as_ref().or(obj.status());
+    let result = write_status(&ctx.client, obj, current, desired, &ctx.metrics).await;
+    let latest = match result {
+        Ok(_) => Some(desired),
+        // Not written: the previous record (if any) is still the latest.
+        Err(_) => previous.as_ref(),
+    };
+    if let Some(latest) = latest
+        && let Ok(value) = serde_json::to_value(latest)
+    {
+        ctx.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, value);
+    }
+    result.map(|_| ())
 }
 
 #[cfg(test)]

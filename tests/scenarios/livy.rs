@@ -947,3 +947,36 @@ async fn rrsa_goes_to_official_endpoints_only() {
     assert!(message.contains("own identity"), "{message}");
     assert!(emr.calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_token_recorded_mid_sync_stays_recorded_when_the_sync_then_fails() {
+    let e = env().await;
+    e.s.insert(&resource(&e.emr, "spark", managed()));
+    e.reconcile("spark").await.unwrap();
+    let first = e.status("spark")["tokenId"].as_str().unwrap().to_owned();
+    e.clock
+        .set(e.annotation("spark-token", RENEW_AT_ANNOTATION));
+    // Rotation: the new token is created and recorded as pending, then the Secret write fails.
+    e.s.fail_next(
+        Fault::new(500)
+            .method("PATCH")
+            .path_contains("/secrets/spark-token"),
+    );
+    e.reconcile("spark").await.unwrap();
+    assert_eq!(e.ready("spark").1, "KubernetesError");
+    let created: Vec<String> = e
+        .emr
+        .tokens()
+        .into_iter()
+        .map(|t| t.token_id)
+        .filter(|id| *id != first)
+        .collect();
+    assert_eq!(created.len(), 1);
+    // The failure report must not erase the record written mid-sync.
+    assert_eq!(
+        e.status("spark")["managed"]["pending"]["tokenId"],
+        created[0].as_str(),
+        "{}",
+        e.status("spark")
+    );
+}
