@@ -314,6 +314,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = op.counters().await?;
+    let cpu_before = op.cpu();
     let phase_start = Instant::now();
     let items = kinds
         .iter()
@@ -370,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
     let converged = phase_start.elapsed();
     peak_sampler.abort();
     let after = op.counters().await?;
+    let cpu_used = op.cpu().saturating_sub(cpu_before);
     let mem = op.memory();
     let mut lat: Vec<Duration> = {
         let t = timings.lock().unwrap();
@@ -435,6 +437,15 @@ async fn main() -> anyhow::Result<()> {
     report.add(
         "API-server writes per resource",
         format!("{:.2}", writes / n),
+        "",
+    );
+    report.add(
+        "operator CPU time to converge",
+        format!(
+            "{:.1} s ({:.2} ms per resource)",
+            cpu_used.as_secs_f64(),
+            cpu_used.as_secs_f64() * 1000.0 / n
+        ),
         "",
     );
     report.add(

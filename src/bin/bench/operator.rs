@@ -102,7 +102,26 @@ impl Operator {
         }
     }
 
-    /// The operator's counters, summed over labels matching `filter`, by metric name.
+    /// CPU time (user + system) the operator has used so far.
+    pub fn cpu(&self) -> Duration {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
+            return Duration::ZERO;
+        };
+        // Fields after the command name (which is in parentheses and may contain spaces).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return Duration::ZERO;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+            .sum();
+        // The kernel's USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// The operator's counters by series name.
     pub async fn counters(&self) -> anyhow::Result<BTreeMap<String, f64>> {
         let text = self
             .http
