@@ -326,27 +326,6 @@ async fn main() -> anyhow::Result<()> {
             )
         })
         .collect();
-    let peak_sampler = {
-        let pid = op.pid();
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            loop {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    && let Some(v) = s
-                        .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<u64>().ok())
-                {
-                    peak = peak.max(v);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                if peak == u64::MAX {
-                    return peak;
-                }
-            }
-        })
-    };
     cluster::apply_all(&client, &ns, items, args.apply_parallel, &timings).await?;
     let applied_in = phase_start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -369,7 +348,6 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let converged = phase_start.elapsed();
-    peak_sampler.abort();
     let after = op.counters().await?;
     let cpu_used = op.cpu().saturating_sub(cpu_before);
     let mem = op.memory();
