@@ -1,7 +1,8 @@
 //! Running the controllers: one `Controller` per kind over a managedFields-stripped watch
 //! (reconciling on spec and finalizer changes, not on the operator's own status writes), one
 //! label-filtered metadata-only watch of owned Secrets shared by all kinds (the restart-recovery
-//! cache; a deleted Secret re-triggers its owner), leader election, and graceful shutdown.
+//! cache; a deleted Secret re-triggers its owner, also one deleted while the watch was down),
+//! leader election, and graceful shutdown.
 
 use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, VERSION};
 use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
@@ -108,6 +109,10 @@ pub async fn run_controllers(
         livy: livy_tx,
         wsv: wsv_tx,
     };
+    // A relist (the watch restarted after its history was lost) reports no deletions: the
+    // Secrets known before it and missing after it were deleted meanwhile.
+    let known = secret_store.clone();
+    let mut before_relist: Option<Vec<Arc<PartialObjectMeta<Secret>>>> = None;
     let secret_watch = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default()
@@ -120,6 +125,15 @@ pub async fn run_controllers(
     .for_each(move |event| {
         match event {
             Ok(watcher::Event::Delete(m)) => triggers.secret_deleted(&m),
+            // The store still holds what was known before the relist until InitDone.
+            Ok(watcher::Event::Init) => before_relist = Some(known.state()),
+            Ok(watcher::Event::InitDone) => {
+                for m in before_relist.take().unwrap_or_default() {
+                    if known.get(&ObjectRef::from_obj(m.as_ref())).is_none() {
+                        triggers.secret_deleted(&m);
+                    }
+                }
+            }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "watch of owned Secrets failed; retrying"),
         }
