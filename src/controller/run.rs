@@ -139,12 +139,14 @@ pub async fn run_controllers(
         }
         futures::future::ready(())
     });
-    let secret_watch = tokio::spawn(secret_watch);
+    // Stopped with the controllers, also when this future is dropped (a leader abandoning
+    // its term).
+    let _secret_watch = AbortOnDrop(tokio::spawn(secret_watch));
 
     info!("waiting for the cache of owned Secrets");
     tokio::select! {
         r = secret_store.wait_until_ready() => r.context("Secret cache")?,
-        _ = shutdown.cancelled() => { secret_watch.abort(); return Ok(()); }
+        _ = shutdown.cancelled() => return Ok(()),
     }
     info!(secrets = secret_store.len(), "cache of owned Secrets ready");
     ctx.secret_cache = SecretCache::new(secret_store);
@@ -158,9 +160,17 @@ pub async fn run_controllers(
     info!("controllers running");
     futures::join!(ntr, livy, wsv);
     ready.store(false, Ordering::SeqCst);
-    secret_watch.abort();
     info!("controllers stopped");
     Ok(())
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn controller_for<K: Reconciler>(

@@ -48,113 +48,86 @@ fn writes_answered(s: &FakeApiServer, status: u16, fragment: &str) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn conflicts_on_secret_and_status_writes_are_retried_for_every_kind() {
+/// One resource of one kind synced with three conflicts in a row (one fewer than the attempts
+/// a write gets) on every Secret and status write.
+async fn synced_through_conflicts(plural: &'static str, name: &'static str, calls: usize) {
     let clock = Arc::new(ManualClock::new(t0()));
     let p = Providers::start(clock.clone()).await;
-    p.emr.add_token(
-        WS,
-        LC,
-        "lctk-ref",
-        "shared",
-        "reference-content-0001",
-        Duration::from_secs(7 * 24 * 3600),
-    );
-    let kinds: Vec<(&str, &str, Box<dyn Fn(&FakeApiServer)>, usize)> = vec![
-        (
-            "notebooktokenrequests",
-            "ntr",
-            Box::new(|s: &FakeApiServer| {
-                s.insert(&notebook("ntr", &p.azure));
-            }),
-            // Entra, ARM.
-            2,
-        ),
-        (
-            "livytokens",
-            "ref",
-            Box::new(|s: &FakeApiServer| {
-                s.insert(&livy(
-                    "ref",
-                    &p.emr_stub,
-                    json!({"tokenId": "lctk-ref"}),
-                    true,
-                ));
-            }),
-            1,
-        ),
-        (
-            "livytokens",
-            "managed",
-            Box::new(|s: &FakeApiServer| {
-                s.insert(&livy("managed", &p.emr_stub, managed(), true));
-            }),
-            // List, Create, Get.
-            3,
-        ),
-        (
-            "workspaceviews",
-            "fabric",
-            Box::new(|s: &FakeApiServer| {
-                s.insert(&fabric_view("fabric", &p.fabric));
-            }),
-            3,
-        ),
-        (
-            "workspaceviews",
-            "datarobot",
-            Box::new(|s: &FakeApiServer| {
-                s.insert(&datarobot_view("datarobot", &p.datarobot));
-            }),
-            3,
-        ),
-    ];
-    for (plural, name, create, provider_calls) in kinds {
-        let s = server();
-        insert_credentials(&s);
-        create(&s);
-        let ctx = Arc::new(context_on(
-            &s,
-            settings(),
-            http_options(RateLimits::default()),
-            clock.clone(),
-        ));
-        // Three conflicts in a row on every Secret and status write (one fewer than the
-        // attempts a write gets).
-        s.fail_next(
-            Fault::new(409)
-                .method("PATCH")
-                .path_contains("/secrets/")
-                .times(3),
-        );
-        s.fail_next(
-            Fault::new(409)
-                .method("PATCH")
-                .path_contains("/status")
-                .times(3),
-        );
-        let calls = p.calls();
-        reconcile_kind(&s, &ctx, plural, name)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(
-            is_ready(&s, plural, name),
-            "{name}: {}",
-            status_of(&s, plural, name)
-        );
-        assert_eq!(writes_answered(&s, 409, "/status"), 3, "{name}");
-        if plural != "workspaceviews" {
-            assert_eq!(writes_answered(&s, 409, "/secrets/"), 3, "{name}");
-            assert!(s.get::<Secret>(NS, name).is_some(), "{name}: no Secret");
+    let s = server();
+    insert_credentials(&s);
+    match name {
+        "ntr" => drop(s.insert(&notebook(name, &p.azure))),
+        "ref" => {
+            p.emr.add_token(
+                WS,
+                LC,
+                "lctk-ref",
+                "shared",
+                "reference-content-0001",
+                Duration::from_secs(7 * 24 * 3600),
+            );
+            s.insert(&livy(
+                name,
+                &p.emr_stub,
+                json!({"tokenId": "lctk-ref"}),
+                true,
+            ));
         }
-        assert_eq!(
-            p.calls() - calls,
-            provider_calls,
-            "{name}: a conflict repeats the write, not the provider calls"
-        );
-        assert_eq!(failures(&s, &ctx, plural, name), 0, "{name}");
+        "managed" => drop(s.insert(&livy(name, &p.emr_stub, managed(), true))),
+        "fabric" => drop(s.insert(&fabric_view(name, &p.fabric))),
+        _ => drop(s.insert(&datarobot_view(name, &p.datarobot))),
     }
+    let ctx = Arc::new(context_on(
+        &s,
+        settings(),
+        http_options(RateLimits::default()),
+        clock,
+    ));
+    for target in ["/secrets/", "/status"] {
+        s.fail_next(
+            Fault::new(409)
+                .method("PATCH")
+                .path_contains(target)
+                .times(3),
+        );
+    }
+    reconcile_kind(&s, &ctx, plural, name)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        is_ready(&s, plural, name),
+        "{name}: {}",
+        status_of(&s, plural, name)
+    );
+    assert_eq!(writes_answered(&s, 409, "/status"), 3, "{name}");
+    if plural != "workspaceviews" {
+        assert_eq!(writes_answered(&s, 409, "/secrets/"), 3, "{name}");
+        assert!(s.get::<Secret>(NS, name).is_some(), "{name}: no Secret");
+    }
+    assert_eq!(
+        p.calls(),
+        calls,
+        "{name}: a conflict repeats the write, not the provider calls"
+    );
+    assert_eq!(failures(&s, &ctx, plural, name), 0, "{name}");
     assert_eq!(p.emr.bad_signatures(), 0);
+}
+
+#[tokio::test]
+async fn conflicts_on_secret_and_status_writes_are_retried_for_every_kind() {
+    futures::future::join_all([
+        // Entra, ARM.
+        synced_through_conflicts("notebooktokenrequests", "ntr", 2),
+        // Get.
+        synced_through_conflicts("livytokens", "ref", 1),
+        // List, Create, Get.
+        synced_through_conflicts("livytokens", "managed", 3),
+        // Entra, two pages.
+        synced_through_conflicts("workspaceviews", "fabric", 3),
+        // Two pages, one bulk call.
+        synced_through_conflicts("workspaceviews", "datarobot", 3),
+    ])
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

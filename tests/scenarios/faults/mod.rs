@@ -86,9 +86,19 @@ pub fn context_on(
     http: HttpOptions,
     clock: Arc<dyn Clock>,
 ) -> Context {
-    let metrics = Arc::new(Metrics::new());
+    context_with(s.client(), settings, http, clock, Arc::new(Metrics::new()))
+}
+
+/// A context with this kube client, HTTP options, clock and metrics.
+pub fn context_with(
+    client: kube::Client,
+    settings: Settings,
+    http: HttpOptions,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) -> Context {
     let http = HttpClient::new(http, metrics.clone()).unwrap();
-    let mut ctx = Context::new(s.client(), settings, metrics, http);
+    let mut ctx = Context::new(client, settings, metrics, http);
     ctx.clock = clock;
     ctx
 }
@@ -393,15 +403,9 @@ pub fn peak_in_window(mut at: Vec<std::time::Instant>, window: Duration) -> usiz
 pub struct ApiReq {
     pub method: String,
     pub path: String,
-    pub query: String,
 }
 
 impl ApiReq {
-    pub fn is_watch(&self) -> bool {
-        self.query
-            .split('&')
-            .any(|kv| kv == "watch=true" || kv == "watch=1")
-    }
     pub fn is_write(&self) -> bool {
         self.method != "GET"
     }
@@ -473,12 +477,10 @@ impl tower::Service<http::Request<kube::client::Body>> for ApiTap {
         let info = ApiReq {
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
-            query: req.uri().query().unwrap_or_default().to_owned(),
         };
         let tap = (self.hook)(&info);
         let mut inner = self.inner.clone();
         Box::pin(async move {
-            use tower::Service;
             let pass = |mut inner: FakeApiServer, req| async move {
                 match inner.call(req).await {
                     Ok(r) => Ok(r),

@@ -8,6 +8,7 @@
 //! a fault can hit any single request. Every request is recorded with its arrival time
 //! (`Instant`), and the number of requests in flight is tracked, so tests can measure rates
 //! and concurrency from the server's own point of view.
+#![allow(dead_code)]
 
 use serde_json::Value;
 use std::net::SocketAddr;
