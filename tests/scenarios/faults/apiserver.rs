@@ -7,10 +7,7 @@ use super::fake_emr::FakeEmr;
 use super::stub::Stub;
 use super::*;
 use crate::support::fake_api::{FakeApiServer, Fault};
-use std::sync::atomic::AtomicBool;
-use tokio_util::sync::CancellationToken;
 use workspace_access_operator::controller::SystemClock;
-use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
 
 /// Providers for every kind, on loopback.
 struct Providers {
@@ -133,13 +130,9 @@ async fn conflicts_on_secret_and_status_writes_are_retried_for_every_kind() {
 // ---------------------------------------------------------------------------------------------
 // Watch restarts
 
-struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
+/// Controllers with a short backoff and timeout.
 async fn start_controllers(s: &FakeApiServer) -> Running {
-    let ctx = context_on(
+    Running::start(
         s,
         Settings {
             base_backoff: Duration::from_millis(200),
@@ -150,25 +143,9 @@ async fn start_controllers(s: &FakeApiServer) -> Running {
             timeout: Duration::from_secs(2),
             ..http_options(RateLimits::default())
         },
-        Arc::new(SystemClock),
-    );
-    let ready = Arc::new(AtomicBool::new(false));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_controllers(
-        ctx,
-        ControllerOptions { concurrency: 4 },
-        ready.clone(),
-        shutdown.clone(),
-    ));
-    eventually("controllers ready", || ready.load(Ordering::SeqCst)).await;
-    Running { shutdown, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
+        4,
+    )
+    .await
 }
 
 fn generation_observed(s: &FakeApiServer, plural: &str, name: &str, generation: i64) -> bool {

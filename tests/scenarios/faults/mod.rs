@@ -103,6 +103,55 @@ pub fn context_with(
     ctx
 }
 
+/// The real controllers running against `s` with the system clock.
+pub struct Running {
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Starts the controllers and waits until they run.
+    pub async fn start(
+        s: &FakeApiServer,
+        settings: Settings,
+        http: HttpOptions,
+        concurrency: u16,
+    ) -> Self {
+        use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
+        let ctx = context_on(
+            s,
+            settings,
+            http,
+            Arc::new(workspace_access_operator::controller::SystemClock),
+        );
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run_controllers(
+            ctx,
+            ControllerOptions { concurrency },
+            ready.clone(),
+            shutdown.clone(),
+        ));
+        eventually("controllers ready", || ready.load(Ordering::SeqCst)).await;
+        Self { shutdown, task }
+    }
+
+    /// Waits up to `limit` for `cond`.
+    pub async fn until(&self, what: &str, limit: Duration, cond: impl Fn() -> bool) {
+        let started = std::time::Instant::now();
+        while !cond() {
+            assert!(started.elapsed() < limit, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the controllers gracefully.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Provider stubs
 

@@ -14,6 +14,7 @@ use super::stub::{Reply, Req, Stub};
 use super::*;
 use crate::support::fake_api::FakeApiServer;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use workspace_access_operator::controller::SystemClock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -529,4 +530,111 @@ async fn fabric_views_survive_entra_and_fabric_faults() {
 #[tokio::test]
 async fn datarobot_views_survive_datarobot_faults() {
     run_all(Kind::DataRobot).await;
+}
+
+/// Over real time, through the real controllers: a provider that answers 429 with
+/// `Retry-After: 1` twice is not called again before that second has passed — whether the
+/// wait happens in place (Fabric and DataRobot repeat a page after a short wait) or through
+/// the driver's requeue (ARM, EMR).
+#[tokio::test]
+async fn throttled_providers_are_not_called_again_before_retry_after() {
+    let s = server();
+    insert_credentials(&s);
+    let azure = azure_stub().await;
+    let fabric = fabric_stub(Arc::default()).await;
+    let datarobot = datarobot_stub(Arc::default()).await;
+    let (emr, emr_stub) = emr_behind_stub(Arc::new(SystemClock)).await;
+    emr.add_token(
+        WS,
+        LC,
+        "lctk-ref",
+        "shared",
+        "reference-content-0001",
+        Duration::from_secs(7 * 24 * 3600),
+    );
+    let throttled = |kind| {
+        let matches = matcher(kind, Target::Main);
+        (
+            move |r: &Req| matches(r),
+            Reply::json(429, json!({"code": "Throttling", "message": "slow down"}))
+                .header("retry-after", "1"),
+        )
+    };
+    for (stub, kind) in [
+        (&azure, Kind::Notebook),
+        (&fabric, Kind::Fabric),
+        (&datarobot, Kind::DataRobot),
+        (&emr_stub, Kind::LivyReference),
+    ] {
+        let (matches, reply) = throttled(kind);
+        stub.fault_times(2, matches, reply);
+    }
+    let run = Running::start(
+        &s,
+        Settings {
+            // Short, so that only Retry-After can explain a wait of a second.
+            base_backoff: Duration::from_millis(100),
+            ..settings()
+        },
+        HttpOptions {
+            timeout: Duration::from_secs(2),
+            ..http_options(RateLimits::default())
+        },
+        4,
+    )
+    .await;
+    s.insert(&notebook("ntr", &azure));
+    s.insert(&fabric_view("fabric", &fabric));
+    s.insert(&datarobot_view("datarobot", &datarobot));
+    s.insert(&livy(
+        "livy",
+        &emr_stub,
+        json!({"tokenId": "lctk-ref"}),
+        false,
+    ));
+    run.until(
+        "all synced after the throttling",
+        Duration::from_secs(20),
+        || {
+            is_ready(&s, "notebooktokenrequests", "ntr")
+                && is_ready(&s, "workspaceviews", "fabric")
+                && is_ready(&s, "workspaceviews", "datarobot")
+                && is_ready(&s, "livytokens", "livy")
+        },
+    )
+    .await;
+    run.stop().await;
+    for (stub, kind) in [
+        (&azure, Kind::Notebook),
+        (&fabric, Kind::Fabric),
+        (&datarobot, Kind::DataRobot),
+        (&emr_stub, Kind::LivyReference),
+    ] {
+        let matches = matcher(kind, Target::Main);
+        let calls: Vec<_> = stub
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                matches(&Req {
+                    method: c.method.clone(),
+                    path: c.path.clone(),
+                    query: c.query.clone(),
+                    headers: vec![],
+                    body: vec![],
+                })
+            })
+            .collect();
+        assert_eq!(
+            calls.iter().filter(|c| c.faulted).count(),
+            2,
+            "{kind:?}: {calls:?}"
+        );
+        for pair in calls.windows(2).filter(|p| p[0].faulted) {
+            let gap = pair[1].at.duration_since(pair[0].at);
+            assert!(
+                gap >= Duration::from_millis(1000),
+                "{kind:?}: called again {gap:?} after a 429 with Retry-After: 1"
+            );
+        }
+    }
 }

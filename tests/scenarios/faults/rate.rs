@@ -6,12 +6,9 @@
 use super::stub::{Reply, Req, Stub};
 use super::*;
 use crate::support::fake_api::FakeApiServer;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 use workspace_access_operator::api::common::RENEW_AT_ANNOTATION;
 use workspace_access_operator::controller::SystemClock;
-use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
 use workspace_access_operator::providers::ratelimit::Rate;
 
 async fn run_until(
@@ -21,33 +18,13 @@ async fn run_until(
     what: &str,
     done: impl Fn() -> bool,
 ) {
-    let ctx = context_on(
-        s,
-        settings(),
-        HttpOptions {
-            timeout: Duration::from_secs(10),
-            ..http_options(rate_limits)
-        },
-        Arc::new(SystemClock),
-    );
-    let ready = Arc::new(AtomicBool::new(false));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_controllers(
-        ctx,
-        ControllerOptions { concurrency },
-        ready,
-        shutdown.clone(),
-    ));
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    let http = HttpOptions {
+        timeout: Duration::from_secs(10),
+        ..http_options(rate_limits)
+    };
+    let run = Running::start(s, settings(), http, concurrency).await;
+    run.until(what, Duration::from_secs(40), done).await;
+    run.stop().await;
 }
 
 fn datarobot_ids_view(name: &str, dr: &Stub) -> WorkspaceView {
