@@ -5,7 +5,8 @@
 //! Providers are [`stub::Stub`]s: raw-TCP endpoints that can answer anything, including
 //! resets, half responses and answers slower than the client's timeout. The EMR endpoint is
 //! the signature-checking fake EMR behind a forwarding stub. Time is a [`ManualClock`] except
-//! where the real controllers run; the HTTP client's timeout is short ([`TIMEOUT`]).
+//! where the real controllers run. The HTTP client's timeout is short ([`TIMEOUT`]) where
+//! timeouts are injected, generous ([`http_options`]) elsewhere.
 
 #[path = "../../e2e_support/fake_emr.rs"]
 pub mod fake_emr;
@@ -44,8 +45,9 @@ pub const AK_ID: &str = "LTAI5tFaultsKey";
 pub const AK_SECRET: &str = "faults-access-key-secret";
 pub const WS: &str = "w-8adde60aa809701f";
 pub const LC: &str = "lc-6mkvn01zrg8rqhhv";
-/// The provider HTTP client's timeout in this suite.
-pub const TIMEOUT: Duration = Duration::from_millis(300);
+/// The provider HTTP client's timeout where the provider-fault cases inject timeouts: short,
+/// but far above what an answer takes even with many cases running at once.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
 /// Backoff settings of this suite: 1 s doubling up to 8 s.
 pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
@@ -70,10 +72,11 @@ pub fn settings() -> Settings {
     }
 }
 
+/// HTTP options with a generous timeout (nothing here is meant to time out).
 pub fn http_options(rate_limits: RateLimits) -> HttpOptions {
     HttpOptions {
-        timeout: TIMEOUT,
-        connect_timeout: TIMEOUT,
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(10),
         rate_limits,
         ..HttpOptions::default()
     }
