@@ -72,6 +72,9 @@ impl Steps {
 
 const NAME: &str = "spark";
 
+/// (deleted token, the token the Secret held then).
+type Deletions = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 struct World {
     s: FakeApiServer,
     emr: FakeEmr,
@@ -79,8 +82,7 @@ struct World {
     clock: Arc<ManualClock>,
     steps: Arc<Mutex<Steps>>,
     died: Arc<Notify>,
-    /// (deleted token, token the Secret held then).
-    deletions: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    deletions: Deletions,
 }
 
 /// A context that makes no mistakes: the original operator before the phase, and the
@@ -101,7 +103,7 @@ impl World {
         let clock = Arc::new(ManualClock::new(t0()));
         let (emr, stub) = emr_behind_stub(clock.clone()).await;
         s.insert(&livy(NAME, &stub, managed(), true));
-        let deletions: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let deletions: Deletions = Arc::default();
         {
             let (s, deletions) = (s.clone(), deletions.clone());
             emr.on_delete(move |id| {
@@ -232,9 +234,7 @@ impl World {
     /// One reconciliation by `ctx`, which may die on the way. Returns the requeue, if it
     /// lived to say.
     async fn reconcile_with(&self, ctx: Arc<Context>) -> Option<Action> {
-        let Some(obj) = self.s.get::<LivyToken>(NS, NAME) else {
-            return None;
-        };
+        let obj = self.s.get::<LivyToken>(NS, NAME)?;
         let mut task = tokio::spawn(reconcile(Arc::new(obj), ctx));
         tokio::select! {
             r = &mut task => r.unwrap().ok(),

@@ -8,8 +8,7 @@
 //! where the real controllers run. The HTTP client's timeout is short ([`TIMEOUT`]) where
 //! timeouts are injected, generous ([`http_options`]) elsewhere.
 
-#[path = "../../e2e_support/fake_emr.rs"]
-pub mod fake_emr;
+pub(crate) use crate::livy::fake_emr;
 pub mod stub;
 
 mod apiserver;
