@@ -16,8 +16,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseParams};
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +94,38 @@ async fn confirmed(
     Some(Instant::now() + left)
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ready once the instant in `at` has passed. The clock is read at every poll, not only when
+/// the timer fires, so that the deadline wins over anything else polled in the same task.
+struct Deadline<'a> {
+    at: &'a Mutex<Instant>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(at: &'a Mutex<Instant>) -> Self {
+        let timer = Box::pin(tokio::time::sleep_until(*lock(at)));
+        Self { at, timer }
+    }
+}
+
+impl Future for Deadline<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let at = *lock(self.at);
+        if Instant::now() >= at {
+            return Poll::Ready(());
+        }
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
+        }
+        self.timer.as_mut().poll(cx)
+    }
+}
+
 /// Why a term ended.
 #[derive(Debug)]
 enum Lost {
@@ -139,7 +173,7 @@ where
     let mut result = Ok(());
     'terms: loop {
         // Lead only while the lease manager says so and the Lease confirms it.
-        let mut valid_until = loop {
+        let valid_until = loop {
             if *leader.borrow_and_update()
                 && let Some(until) = confirmed(&leases, &lease.name, &lease.identity, timing).await
             {
@@ -155,35 +189,41 @@ where
         metrics.leader.set(1);
         let token = shutdown.child_token();
         let mut running = Box::pin(term(token.clone()));
-        let lost = async {
+        // Until when the Lease was last confirmed; moved on by every confirmation.
+        let valid = Mutex::new(valid_until);
+        let renewals = async {
             loop {
-                tokio::select! {
-                    changed = leader.changed() => {
-                        if changed.is_err() || !*leader.borrow_and_update() {
-                            return Lost::Taken;
-                        }
-                    }
-                    _ = tokio::time::sleep_until(valid_until) => return Lost::NotRenewed,
-                    _ = tokio::time::sleep(timing.check) => {
-                        if let Some(until) =
-                            confirmed(&leases, &lease.name, &lease.identity, timing).await
-                        {
-                            valid_until = until;
-                        }
-                    }
+                tokio::time::sleep(timing.check).await;
+                if let Some(until) = confirmed(&leases, &lease.name, &lease.identity, timing).await
+                {
+                    *lock(&valid) = until;
                 }
             }
         };
-        tokio::select! {
-            r = &mut running => {
-                metrics.leader.set(0);
-                result = r;
-                break 'terms;
+        let taken =
+            async { while leader.changed().await.is_ok() && *leader.borrow_and_update() {} };
+        let lost = async {
+            tokio::select! {
+                biased;
+                () = Deadline::new(&valid) => Lost::NotRenewed,
+                () = taken => Lost::Taken,
+                () = renewals => Lost::NotRenewed,
             }
+        };
+        // The lease is checked first whenever this task runs: after a pause (a frozen
+        // process, a starved runtime), no reconciliation takes another step once it's gone.
+        tokio::select! {
+            biased;
             why = lost => {
                 warn!(identity = %lease.identity, reason = ?why, "lost the lease; stopping controllers");
                 token.cancel();
-                match tokio::time::timeout(timing.stop_within, &mut running).await {
+                // Reconciliations in flight may finish while the lease (as last confirmed)
+                // still holds; then they are abandoned.
+                let expiry = *lock(&valid) + timing.margin;
+                let grace = expiry
+                    .saturating_duration_since(Instant::now())
+                    .min(timing.stop_within);
+                match tokio::time::timeout(grace, &mut running).await {
                     Ok(Err(e)) => warn!(error = format!("{e:#}"), "controllers stopped with an error"),
                     Ok(Ok(())) => {}
                     Err(_) => warn!("abandoning reconciliations still running, as another replica may take over"),
@@ -191,6 +231,11 @@ where
                 drop(running);
                 metrics.leader.set(0);
                 ready.store(true, Ordering::SeqCst);
+            }
+            r = &mut running => {
+                metrics.leader.set(0);
+                result = r;
+                break 'terms;
             }
         }
         if shutdown.is_cancelled() {

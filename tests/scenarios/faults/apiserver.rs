@@ -50,7 +50,7 @@ fn writes_answered(s: &FakeApiServer, status: u16, fragment: &str) -> usize {
 async fn synced_through_conflicts(plural: &'static str, name: &'static str, calls: usize) {
     let clock = Arc::new(ManualClock::new(t0()));
     let p = Providers::start(clock.clone()).await;
-    let s = server();
+    let s = crd_server();
     insert_credentials(&s);
     match name {
         "ntr" => drop(s.insert(&notebook(name, &p.azure))),
@@ -177,7 +177,7 @@ fn outage(s: &FakeApiServer, expire_history: bool, failing: usize) {
 }
 
 async fn changes_during_an_outage_are_reconciled_afterwards(expire_history: bool) {
-    let s = server();
+    let s = crd_server();
     insert_credentials(&s);
     let p = Providers::start(Arc::new(SystemClock)).await;
     let run = start_controllers(&s).await;

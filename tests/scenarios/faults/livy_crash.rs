@@ -82,23 +82,27 @@ struct World {
     clock: Arc<ManualClock>,
     steps: Arc<Mutex<Steps>>,
     died: Arc<Notify>,
+    /// The HTTP client of every operator of this world. Its timeout is long: a killed
+    /// operator must not see its own request time out.
+    http: HttpClient,
     deletions: Deletions,
 }
 
 /// A context that makes no mistakes: the original operator before the phase, and the
 /// restarted one after.
-fn healthy(s: &FakeApiServer, clock: &Arc<ManualClock>) -> Arc<Context> {
-    Arc::new(context_on(
-        s,
+fn healthy(w: &World) -> Arc<Context> {
+    Arc::new(context_sharing(
+        w.s.client(),
         settings(),
-        http_options(RateLimits::default()),
-        clock.clone(),
+        w.http.clone(),
+        w.clock.clone(),
+        Arc::new(Metrics::new()),
     ))
 }
 
 impl World {
     async fn new() -> Self {
-        let s = server();
+        let s = crd_server();
         insert_credentials(&s);
         let clock = Arc::new(ManualClock::new(t0()));
         let (emr, stub) = emr_behind_stub(clock.clone()).await;
@@ -120,6 +124,14 @@ impl World {
             clock,
             steps: Arc::default(),
             died: Arc::new(Notify::new()),
+            http: HttpClient::new(
+                HttpOptions {
+                    timeout: Duration::from_secs(30),
+                    ..HttpOptions::default()
+                },
+                Arc::new(Metrics::new()),
+            )
+            .unwrap(),
             deletions,
         }
     }
@@ -216,19 +228,13 @@ impl World {
                 }),
             }
         });
-        let metrics = Arc::new(Metrics::new());
-        // A long timeout: a killed operator must not see its own request time out.
-        let http = HttpClient::new(
-            HttpOptions {
-                timeout: Duration::from_secs(30),
-                ..HttpOptions::default()
-            },
-            metrics.clone(),
-        )
-        .unwrap();
-        let mut ctx = Context::new(tap.client(), settings(), metrics, http);
-        ctx.clock = self.clock.clone();
-        Arc::new(ctx)
+        Arc::new(context_sharing(
+            tap.client(),
+            settings(),
+            self.http.clone(),
+            self.clock.clone(),
+            Arc::new(Metrics::new()),
+        ))
     }
 
     /// One reconciliation by `ctx`, which may die on the way. Returns the requeue, if it
@@ -248,7 +254,7 @@ impl World {
 
     /// Brings the world to the start of `phase` with a healthy operator.
     async fn prepare(&self, phase: Phase) {
-        let ctx = healthy(&self.s, &self.clock);
+        let ctx = healthy(self);
         if phase == Phase::Create {
             return;
         }
@@ -285,7 +291,7 @@ impl World {
     /// The restarted operator reconciles until nothing is left to do, checking the Secret
     /// after every step. Returns how many reconciliations it took.
     async fn recover(&self, phase: Phase, what: &str) -> usize {
-        let ctx = healthy(&self.s, &self.clock);
+        let ctx = healthy(self);
         for round in 1..=12 {
             let Some(action) = self.reconcile_with(ctx.clone()).await else {
                 assert_eq!(phase, Phase::Delete, "{what}: the resource vanished");
@@ -458,7 +464,7 @@ async fn a_crash_while_deleting_the_resource_leaks_nothing() {
 async fn an_empty_list_answer_does_not_hide_a_token_whose_create_answer_was_lost() {
     let w = World::new().await;
     w.prepare(Phase::Rotate).await;
-    let ctx = healthy(&w.s, &w.clock);
+    let ctx = healthy(&w);
     w.stub.fault_times(
         1,
         |r| r.header("x-acs-action") == Some("CreateLivyComputeToken"),

@@ -81,6 +81,20 @@ pub fn http_options(rate_limits: RateLimits) -> HttpOptions {
     }
 }
 
+/// A fake API server serving the operator's CRDs, like `support::server`, with the CRDs
+/// generated once per test binary (generating them takes a while in a debug build, and some
+/// tests here start many servers).
+pub fn crd_server() -> FakeApiServer {
+    static CRDS: std::sync::OnceLock<
+        Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+    > = std::sync::OnceLock::new();
+    let s = FakeApiServer::new();
+    for crd in CRDS.get_or_init(workspace_access_operator::api::crds) {
+        s.register_crd(crd);
+    }
+    s
+}
+
 /// A context on `s` with the suite's HTTP options and `clock`.
 pub fn context_on(
     s: &FakeApiServer,
@@ -100,6 +114,18 @@ pub fn context_with(
     metrics: Arc<Metrics>,
 ) -> Context {
     let http = HttpClient::new(http, metrics.clone()).unwrap();
+    context_sharing(client, settings, http, clock, metrics)
+}
+
+/// A context with an existing HTTP client (building one takes a while in a debug build; a
+/// "restarted operator" may share it, as nothing of a sync's state lives in it).
+pub fn context_sharing(
+    client: kube::Client,
+    settings: Settings,
+    http: HttpClient,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) -> Context {
     let mut ctx = Context::new(client, settings, metrics, http);
     ctx.clock = clock;
     ctx

@@ -72,7 +72,7 @@ const NAME: &str = "r";
 impl World {
     /// Sets everything up and runs the first, successful sync.
     async fn new(kind: Kind) -> Self {
-        let s = server();
+        let s = crd_server();
         insert_credentials(&s);
         let clock = Arc::new(ManualClock::new(t0()));
         let extra = Arc::new(AtomicUsize::new(0));
@@ -555,7 +555,7 @@ async fn datarobot_views_survive_datarobot_faults() {
 /// the driver's requeue (ARM, EMR; longer than its shortest requeue of one second).
 #[tokio::test]
 async fn throttled_providers_are_not_called_again_before_retry_after() {
-    let s = server();
+    let s = crd_server();
     insert_credentials(&s);
     let azure = azure_stub().await;
     let fabric = fabric_stub(Arc::default()).await;

@@ -47,7 +47,7 @@ async fn three_hundred_resources_at_once_stay_under_the_per_host_rate() {
     const PER_KIND: usize = 100;
     const RATE: f64 = 100.0;
     const BURST: u32 = 10;
-    let s = server();
+    let s = crd_server();
     insert_credentials(&s);
     let azure = azure_stub().await;
     let datarobot = datarobot_stub(Arc::default()).await;
@@ -139,7 +139,7 @@ async fn three_hundred_resources_at_once_stay_under_the_per_host_rate() {
 /// each reconciliation makes one call at a time.
 #[tokio::test]
 async fn reconcile_concurrency_bounds_the_calls_in_flight() {
-    let s = server();
+    let s = crd_server();
     insert_credentials(&s);
     let azure = Stub::start().await;
     route_entra(&azure);

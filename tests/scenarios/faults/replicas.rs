@@ -159,7 +159,7 @@ async fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) -> Durat
 
 #[tokio::test]
 async fn only_the_leader_writes_and_the_standby_takes_over_when_it_goes() {
-    let s = server();
+    let s = crd_server();
     insert_credentials(&s);
     let azure = azure_stub().await;
     let datarobot = datarobot_stub(Arc::default()).await;
@@ -202,7 +202,7 @@ async fn only_the_leader_writes_and_the_standby_takes_over_when_it_goes() {
 /// heals its pending work (here: a retry that would now succeed) doesn't write too.
 #[tokio::test]
 async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_takes_over() {
-    let s = server();
+    let s = crd_server();
     insert_credentials(&s);
     let azure = azure_stub().await;
     // A provider that fails until the test lets it succeed.
