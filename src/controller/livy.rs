@@ -19,11 +19,8 @@
 //!   `expiresAt - renewBefore - jitter`. Retired tokens are deleted in a later sync once
 //!   `deleteAfter` has passed, so pods never see an invalid token in the Secret.
 //! - A failure after the `pending` write makes the driver write back the status the sync
-//!   started from; the next sync then finds the token again through the List above. That holds
-//!   even when the Secret write took effect and only its answer was lost: the Secret's
-//!   `expires-at` then differs from the status's token, and the sync adopts the token instead of
-//!   trusting the status. Every step is safe to repeat: nothing is created twice and nothing is
-//!   deleted while the Secret holds it.
+//!   started from; the next sync then finds the token again through the List above. Every step
+//!   is safe to repeat: nothing is created twice and nothing is deleted while the Secret holds it.
 //! - The finalizer `workspaceaccess.io/livy-token` deletes every token the resource created
 //!   (recorded ones, and any with its name prefix that List shows); NotFound counts as deleted,
 //!   other failures keep the finalizer and are reported.
@@ -311,15 +308,6 @@ fn recorded(meta: &ObjectMeta, generation: Option<i64>) -> Option<Recorded> {
         expires_at,
         renew_at,
     })
-}
-
-/// Whether the Secret's recorded expiry is that of the token the status describes (when the
-/// status knows an expiry: a token without one can't be told apart this way).
-fn holds_status_token(rec: &Recorded, status: &LivyTokenStatus) -> bool {
-    match (rec.expires_at, status.expires_at) {
-        (Some(in_secret), Some(described)) => rfc3339(in_secret) == rfc3339(described),
-        _ => true,
-    }
 }
 
 fn owned_meta(state: &SecretState) -> Option<&ObjectMeta> {
@@ -709,17 +697,10 @@ async fn sync_managed(
         .filter(|c| Location::of_record(c).compute == plan.location.compute)
         .filter(|c| start.token_id.as_deref() == Some(c.token_id.as_str()))
         .cloned();
-    // The Secret was written for this generation with a token the status doesn't describe:
-    // a rotation's Secret write took effect but its answer was lost, and the failure report
-    // put back the status without the pending token. That token is adopted below (List),
-    // never written over with the old one.
-    let secret_ahead =
-        current_here.is_some() && rec.as_ref().is_some_and(|r| !holds_status_token(r, &start));
 
     // Nothing due: the Secret holds the current token for this generation and its renewal time
     // has not come. Only retired tokens whose grace period is over are deleted.
     if ms.pending.is_none()
-        && !secret_ahead
         && let (Some(cur), Some(rec)) = (&current_here, &rec)
         && now < rec.renew_at
         && rec.expires_at.is_some_and(|e| now < e)
@@ -747,7 +728,6 @@ async fn sync_managed(
     let renewal_due = rec.as_ref().is_some_and(|r| now >= r.renew_at);
     if ms.pending.is_none()
         && !renewal_due
-        && !secret_ahead
         && let Some(cur) = &current_here
     {
         let client = session.client(&plan.location)?;
