@@ -652,3 +652,144 @@ async fn workspace_views_show_complete_inventories_and_are_not_rewritten() {
     );
     cluster.delete_namespace(&ns).await;
 }
+
+/// Two replicas with leader election against the real API server: only the leader writes (as
+/// its own metrics count); frozen (SIGSTOP) for longer than the lease, the leader is replaced
+/// by the standby, and once thawed (SIGCONT) it writes nothing more, although a resource
+/// created meanwhile waits in its watch: it notices its lease is gone before its controllers
+/// take another step.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn two_replicas_never_both_write_even_when_the_leader_freezes() {
+    const TENANT: &str = "00000000-0000-0000-0000-000000000000";
+    const WRITES: &str = "workspace_access_api_writes_total";
+    let azure = MockServer::start_async().await;
+    azure
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path(format!("/{TENANT}/oauth2/v2.0/token"));
+            then.status(200).json_body(json!({
+                "token_type": "Bearer", "expires_in": 3599, "access_token": "e2e-arm-token"
+            }));
+        })
+        .await;
+    azure
+        .mock_async(|when, then| {
+            when.method(POST).path_includes("/listNotebookAccessToken");
+            then.status(200).json_body(json!({
+                "accessToken": "e2e-notebook-token", "expiresIn": 28800.0
+            }));
+        })
+        .await;
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-leader").await;
+    // The deploy/ RBAC allows Leases only in the operator's namespace.
+    let lease_ns = if std::env::var_os("E2E_OPERATOR_KUBECONFIG").is_some() {
+        "workspace-access-operator".to_owned()
+    } else {
+        ns.clone()
+    };
+    let lease = format!("e2e-leader-{:x}", rand::random::<u32>());
+    let allow = format!("127.0.0.1:{}", azure.port());
+    let args = [
+        "--allow-endpoint",
+        &allow,
+        "--leader-elect",
+        "--lease-name",
+        &lease,
+        "--lease-namespace",
+        &lease_ns,
+        "--lease-duration",
+        "4",
+    ];
+    let leads = |op: &Operator| {
+        let op_addr = op.addr.clone();
+        async move {
+            let text = reqwest::get(format!("http://{op_addr}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            Some(text.lines().any(|l| l == "workspace_access_leader 1"))
+        }
+    };
+    let mut a = Operator::start(&cluster, &args).await;
+    let started = Instant::now();
+    while leads(&a).await != Some(true) {
+        assert!(started.elapsed() < Duration::from_secs(20), "a never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = Operator::start(&cluster, &args).await;
+
+    cluster
+        .apply_json(
+            &ns,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "azure-sp"},
+                   "stringData": {"clientSecret": "e2e-client-secret"}}),
+        )
+        .await;
+    let ntr = |name: &str| {
+        json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "NotebookTokenRequest",
+            "metadata": {"name": name},
+            "spec": {"subscriptionId": "00000000-1111-2222-3333-444444444444",
+                     "resourceGroup": "workspace-1234", "workspaceName": "testworkspace",
+                     "endpoint": azure.base_url(),
+                     "azure": {"tenantId": TENANT, "clientId": "11111111-1111-1111-1111-111111111111",
+                               "clientSecretRef": {"name": "azure-sp", "key": "clientSecret"},
+                               "authorityHost": azure.base_url()}}
+        })
+    };
+    cluster.apply_json(&ns, ntr("one")).await;
+    let (ready, _) = cluster
+        .wait_ready_reason::<NotebookTokenRequest>(&ns, "one", Duration::from_secs(30))
+        .await;
+    assert_eq!(ready, "True");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(a.counter(WRITES).await > 0.0, "the leader wrote nothing");
+    assert_eq!(b.counter(WRITES).await, 0.0, "the standby wrote");
+
+    // The leader freezes for longer than its lease.
+    let frozen_writes = a.counter(WRITES).await;
+    a.signal("STOP");
+    let frozen = Instant::now();
+    while leads(&b).await != Some(true) {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(15),
+            "the standby didn't take over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the standby took over {:?} after the freeze",
+        frozen.elapsed()
+    );
+    cluster.apply_json(&ns, ntr("two")).await;
+    let (ready, _) = cluster
+        .wait_ready_reason::<NotebookTokenRequest>(&ns, "two", Duration::from_secs(30))
+        .await;
+    assert_eq!(ready, "True");
+    assert!(
+        b.counter(WRITES).await > 0.0,
+        "the new leader wrote nothing"
+    );
+
+    // Thawed, the old leader finds its lease gone before doing anything else.
+    a.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        a.counter(WRITES).await,
+        frozen_writes,
+        "the old leader wrote after it was replaced"
+    );
+    assert_eq!(leads(&a).await, Some(false));
+    assert_eq!(leads(&b).await, Some(true));
+
+    for op in [&mut a, &mut b] {
+        let status = op.terminate(Duration::from_secs(20)).await;
+        assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    }
+    cluster.delete_namespace(&ns).await;
+}

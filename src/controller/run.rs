@@ -1,7 +1,8 @@
 //! Running the controllers: one `Controller` per kind over a managedFields-stripped watch
 //! (reconciling on spec and finalizer changes, not on the operator's own status writes), one
 //! label-filtered metadata-only watch of owned Secrets shared by all kinds (the restart-recovery
-//! cache; a deleted Secret re-triggers its owner), leader election, and graceful shutdown.
+//! cache; a deleted Secret re-triggers its owner, also one deleted while the watch was down),
+//! leader election, and graceful shutdown.
 
 use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, VERSION};
 use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
@@ -108,6 +109,10 @@ pub async fn run_controllers(
         livy: livy_tx,
         wsv: wsv_tx,
     };
+    // A relist (the watch restarted after its history was lost) reports no deletions: the
+    // Secrets known before it and missing after it were deleted meanwhile.
+    let known = secret_store.clone();
+    let mut before_relist: Option<Vec<Arc<PartialObjectMeta<Secret>>>> = None;
     let secret_watch = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default()
@@ -120,17 +125,28 @@ pub async fn run_controllers(
     .for_each(move |event| {
         match event {
             Ok(watcher::Event::Delete(m)) => triggers.secret_deleted(&m),
+            // The store still holds what was known before the relist until InitDone.
+            Ok(watcher::Event::Init) => before_relist = Some(known.state()),
+            Ok(watcher::Event::InitDone) => {
+                for m in before_relist.take().unwrap_or_default() {
+                    if known.get(&ObjectRef::from_obj(m.as_ref())).is_none() {
+                        triggers.secret_deleted(&m);
+                    }
+                }
+            }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "watch of owned Secrets failed; retrying"),
         }
         futures::future::ready(())
     });
-    let secret_watch = tokio::spawn(secret_watch);
+    // Stopped with the controllers, also when this future is dropped (a leader abandoning
+    // its term).
+    let _secret_watch = AbortOnDrop(tokio::spawn(secret_watch));
 
     info!("waiting for the cache of owned Secrets");
     tokio::select! {
         r = secret_store.wait_until_ready() => r.context("Secret cache")?,
-        _ = shutdown.cancelled() => { secret_watch.abort(); return Ok(()); }
+        _ = shutdown.cancelled() => return Ok(()),
     }
     info!(secrets = secret_store.len(), "cache of owned Secrets ready");
     ctx.secret_cache = SecretCache::new(secret_store);
@@ -144,9 +160,17 @@ pub async fn run_controllers(
     info!("controllers running");
     futures::join!(ntr, livy, wsv);
     ready.store(false, Ordering::SeqCst);
-    secret_watch.abort();
     info!("controllers stopped");
     Ok(())
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn controller_for<K: Reconciler>(

@@ -183,6 +183,11 @@ impl EmrSparkClient {
         compute: &LivyCompute,
     ) -> Result<Vec<LivyTokenInfo>, ProviderError> {
         let data = self.call(Action::List, compute, None, None).await?;
+        // An answer without `data` says nothing about the tokens; taken for "none", it would
+        // hide a token whose create answer was lost, and a second one would be created.
+        if data.is_null() {
+            return Err(missing(Action::List, "data"));
+        }
         let tokens = match data.get("tokens") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(items)) => items.clone(),

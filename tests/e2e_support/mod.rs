@@ -217,6 +217,24 @@ impl Operator {
         self.try_get(path).await.expect("operator endpoint answers")
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the operator process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("send a signal");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The sum of a counter's series in /metrics (0 when it has none yet).
+    pub async fn counter(&self, name: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();

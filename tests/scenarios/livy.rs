@@ -2,7 +2,7 @@
 //! endpoint that verifies every signature (`e2e_support/fake_emr.rs`).
 
 #[path = "../e2e_support/fake_emr.rs"]
-mod fake_emr;
+pub(crate) mod fake_emr;
 
 use crate::support::fake_api::{FakeApiServer, Fault};
 use crate::support::*;

@@ -2,6 +2,7 @@
 //! writes, and what it doesn't, for the situations users meet.
 
 mod fake_api_selftest;
+mod faults;
 mod foundation;
 mod leader;
 mod livy;

@@ -346,6 +346,22 @@ async fn list_without_tokens_is_empty() {
 }
 
 #[tokio::test]
+async fn a_list_answer_without_data_is_malformed_not_empty() {
+    for body in ["{}", r#"{"requestId":"R","code":"1000000","message":"ok"}"#] {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(GET).path(BASE);
+                then.status(200).body(body);
+            })
+            .await;
+        let err = client(&server).list_tokens(&compute()).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::InvalidResponse, "{body}");
+        assert!(err.message.contains("without data"), "{}", err.message);
+    }
+}
+
+#[tokio::test]
 async fn refresh_posts_and_delete_deletes() {
     let server = MockServer::start_async().await;
     let refresh = server
