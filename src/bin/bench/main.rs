@@ -531,13 +531,14 @@ async fn main() -> anyhow::Result<()> {
             &format!("<= {}", args.provider_rate.split(':').next().unwrap_or("")),
         );
     }
-    op.stop().await?;
     for w in watches {
         w.abort();
     }
-    cluster::delete_namespace(&client, &ns, Duration::from_secs(600))
-        .await
-        .ok();
+    // Delete while the operator runs: it removes the LivyTokens' finalizers.
+    if let Err(e) = cluster::delete_namespace(&client, &ns, Duration::from_secs(600)).await {
+        eprintln!("cleanup: {e:#}");
+    }
+    op.stop().await?;
 
     println!("\n| metric | value | target |\n|---|---|---|");
     for r in &report.rows {
