@@ -12,6 +12,7 @@ use crate::providers::endpoint::origin_of;
 use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
 use crate::providers::http::{Call, HttpClient, ProviderResponse};
 use crate::providers::lenient::opt_seconds;
+use crate::providers::segment;
 use crate::redact::SecretString;
 use serde::Deserialize;
 use std::time::Duration;
@@ -98,17 +99,11 @@ struct ErrorDetail {
 /// The URL of the call, each path parameter one percent-encoded segment.
 pub fn list_notebook_access_token_url(ws: &Workspace) -> Result<Url, ProviderError> {
     for (what, value) in [
-        ("subscription ID", &ws.subscription_id),
-        ("resource group", &ws.resource_group),
-        ("workspace name", &ws.workspace_name),
+        ("the subscription ID", &ws.subscription_id),
+        ("the resource group", &ws.resource_group),
+        ("the workspace name", &ws.workspace_name),
     ] {
-        // `.` and `..` would be dropped or climb when the URL is normalised.
-        if value.is_empty() || value == "." || value == ".." {
-            return Err(ProviderError::new(
-                ProviderErrorKind::InvalidRequest,
-                format!("the {what} {value:?} can't be used in a resource path"),
-            ));
-        }
+        segment::check(what, value)?;
     }
     let mut url = ws.endpoint.clone();
     url.set_query(None);

@@ -21,6 +21,7 @@
 use crate::providers::endpoint::{EndpointPolicy, Service};
 use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
+use crate::providers::segment;
 use crate::redact::SecretString;
 use futures::{StreamExt, TryStreamExt, stream};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
@@ -179,20 +180,10 @@ impl DataRobotClient {
         })
     }
 
-    /// `base` + path segments (percent-encoded) + a trailing slash, as DataRobot's paths have.
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        url.set_query(None);
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments).push("");
-        }
-        url
-    }
-
     /// IDs of the notebooks `GET /notebooks/` lists for `query`, every page followed, sorted
     /// and without duplicates.
     pub async fn discover(&self, query: &NotebookQuery) -> Result<Vec<String>, ProviderError> {
-        let mut url = self.url(&["notebooks"]);
+        let mut url = api_url(&self.base, &["notebooks"])?;
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("offset", "0")
@@ -223,7 +214,14 @@ impl DataRobotClient {
         let wanted: Vec<&str> = wanted.into_iter().collect();
         // Owned batches and IDs below: futures borrowing from locals trip up the Send check of
         // callers.
-        let batches: Vec<Vec<String>> = batches(&wanted)
+        // An ID with a comma can't be told apart from two in the bulk call's comma-separated
+        // list; such an ID is left to the per-notebook call below (as one path segment).
+        let bulk_ids: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|id| !id.contains(','))
+            .collect();
+        let batches: Vec<Vec<String>> = batches(&bulk_ids)
             .into_iter()
             .map(|b| b.into_iter().map(str::to_owned).collect())
             .collect();
@@ -281,7 +279,7 @@ impl DataRobotClient {
 
     /// One bulk call.
     async fn bulk(&self, ids: Vec<String>) -> Result<Vec<BulkEntry>, ProviderError> {
-        let mut url = self.url(&["notebooks", "sharedRoles"]);
+        let mut url = api_url(&self.base, &["notebooks", "sharedRoles"])?;
         url.query_pairs_mut()
             .append_pair("notebookIds", &ids.join(","));
         let body: BulkResponse = self.get("listNotebooksSharedRoles", url).await?;
@@ -291,7 +289,8 @@ impl DataRobotClient {
     /// Every role on one notebook through the paged endpoint; `None` if DataRobot doesn't know
     /// the notebook.
     pub async fn notebook_roles(&self, id: &str) -> Result<Option<Vec<SharedRole>>, ProviderError> {
-        let mut url = self.url(&["notebooks", id, "sharedRoles"]);
+        segment::check("the notebook ID", id)?;
+        let mut url = api_url(&self.base, &["notebooks", id, "sharedRoles"])?;
         url.query_pairs_mut()
             .append_pair("offset", "0")
             .append_pair("limit", &PAGE_LIMIT.to_string());
@@ -362,6 +361,23 @@ impl DataRobotClient {
         }
         response.json(&format!("DataRobot {operation}"))
     }
+}
+
+/// `base` + path segments, each percent-encoded as one segment (refused if it can't be one,
+/// see [`segment::check`]), + a trailing slash, as DataRobot's paths have.
+pub fn api_url(base: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
+    for s in segments {
+        segment::check("a path parameter", s)?;
+    }
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|_| invalid("request", "the endpoint can't have a path"))?
+        .pop_if_empty()
+        .extend(segments)
+        .push("");
+    Ok(url)
 }
 
 /// Splits IDs into bulk batches: at most [`BULK_BATCH_SIZE`] IDs and about

@@ -9,6 +9,7 @@
 use crate::providers::auth::acs3::{self, AcsCredentials, ErrorFields, Operation};
 use crate::providers::error::{ProviderError, ProviderErrorKind};
 use crate::providers::http::{Call, HttpClient, ProviderResponse};
+use crate::providers::segment;
 use crate::redact::SecretString;
 use jiff::Timestamp;
 use reqwest::Method;
@@ -227,32 +228,6 @@ impl EmrSparkClient {
             .map(drop)
     }
 
-    /// The URL of an operation: the endpoint's path, then
-    /// `api/interactive/v1/workspace/{workspaceBizId}/livycompute/{livyComputeId}/token[/{tokenId}]`
-    /// with each parameter percent-encoded as one segment, and `?regionId=`.
-    fn url(&self, compute: &LivyCompute, token_id: Option<&str>) -> Url {
-        let mut segments = vec![
-            "api",
-            "interactive",
-            "v1",
-            "workspace",
-            compute.workspace_id.as_str(),
-            "livycompute",
-            compute.livy_compute_id.as_str(),
-            "token",
-        ];
-        segments.extend(token_id);
-        let mut url = self.endpoint.clone();
-        let path = acs3::segment_path(self.endpoint.path(), &segments);
-        url.set_path(&path);
-        url.set_query(Some(&acs3::canonical_query_string(&[(
-            "regionId",
-            compute.region_id.as_str(),
-        )])));
-        url.set_fragment(None);
-        url
-    }
-
     async fn call(
         &self,
         action: Action,
@@ -260,10 +235,8 @@ impl EmrSparkClient {
         token_id: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<Value, ProviderError> {
-        let mut builder = self
-            .http
-            .reqwest()
-            .request(action.method(), self.url(compute, token_id));
+        let url = operation_url(&self.endpoint, compute, token_id)?;
+        let mut builder = self.http.reqwest().request(action.method(), url);
         if let Some(b) = body {
             builder = builder.body(b);
         }
@@ -290,6 +263,42 @@ impl EmrSparkClient {
         let response = self.http.execute(call, request).await?;
         envelope_data(action.name(), &response)
     }
+}
+
+/// The URL of an operation: the endpoint's path, then
+/// `api/interactive/v1/workspace/{workspaceBizId}/livycompute/{livyComputeId}/token[/{tokenId}]`
+/// with each parameter percent-encoded as one segment (refused if it can't be one, see
+/// [`segment::check`]), and `?regionId=`.
+pub fn operation_url(
+    endpoint: &Url,
+    compute: &LivyCompute,
+    token_id: Option<&str>,
+) -> Result<Url, ProviderError> {
+    segment::check("the workspace ID", &compute.workspace_id)?;
+    segment::check("the Livy compute ID", &compute.livy_compute_id)?;
+    if let Some(id) = token_id {
+        segment::check("the token ID", id)?;
+    }
+    let mut segments = vec![
+        "api",
+        "interactive",
+        "v1",
+        "workspace",
+        compute.workspace_id.as_str(),
+        "livycompute",
+        compute.livy_compute_id.as_str(),
+        "token",
+    ];
+    segments.extend(token_id);
+    let mut url = endpoint.clone();
+    let path = acs3::segment_path(endpoint.path(), &segments);
+    url.set_path(&path);
+    url.set_query(Some(&acs3::canonical_query_string(&[(
+        "regionId",
+        compute.region_id.as_str(),
+    )])));
+    url.set_fragment(None);
+    Ok(url)
 }
 
 /// The `data` of a response, or the error it carries: a non-2xx status, or an envelope `code`

@@ -22,6 +22,7 @@
 use crate::providers::endpoint::{EndpointPolicy, Service};
 use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
+use crate::providers::segment;
 use crate::redact::SecretString;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -169,20 +170,10 @@ impl FabricClient {
         }
     }
 
-    /// `base` + `/v1/` + path segments (percent-encoded).
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        url.set_query(None);
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().push("v1").extend(segments);
-        }
-        url
-    }
-
     /// Every workspace the principal can reach (in one of `roles`, if given), every page
     /// followed, in the order Fabric gave them.
     pub async fn list_workspaces(&self, roles: &[&str]) -> Result<Vec<Workspace>, ProviderError> {
-        let mut url = self.url(&["workspaces"]);
+        let mut url = api_url(&self.base, &["workspaces"])?;
         if !roles.is_empty() {
             // Comma-separated, as documented; role names are plain words.
             let list: Vec<String> = roles
@@ -199,7 +190,8 @@ impl FabricClient {
         &self,
         workspace_id: &str,
     ) -> Result<Vec<RoleAssignment>, ProviderError> {
-        let url = self.url(&["workspaces", workspace_id, "roleAssignments"]);
+        segment::check("the workspace ID", workspace_id)?;
+        let url = api_url(&self.base, &["workspaces", workspace_id, "roleAssignments"])?;
         self.all_pages("listWorkspaceRoleAssignments", url).await
     }
 
@@ -213,6 +205,11 @@ impl FabricClient {
         // Owned IDs: futures borrowing from the argument trip up the Send check of callers.
         stream::iter(workspace_ids.to_vec())
             .map(|id| async move {
+                // An ID Fabric gave that can't be a path segment: its assignments can't be
+                // asked for, which doesn't make the rest of the inventory wrong.
+                if let Err(e) = segment::check("the workspace ID", &id) {
+                    return Ok(RoleAssignments::NotReadable(e));
+                }
                 match self.role_assignments(&id).await {
                     Ok(list) => Ok(RoleAssignments::Listed(list)),
                     Err(e)
@@ -305,6 +302,23 @@ impl FabricClient {
         }
         response.json(&format!("Fabric {operation}"))
     }
+}
+
+/// `base` + `/v1/` + path segments, each percent-encoded as one segment (refused if it can't
+/// be one, see [`segment::check`]).
+pub fn api_url(base: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
+    for s in segments {
+        segment::check("a path parameter", s)?;
+    }
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|_| invalid("request", "the endpoint can't have a path"))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(segments);
+    Ok(url)
 }
 
 /// The first request's URL with `continuationToken=<token>` added, the token as received.

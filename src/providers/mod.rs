@@ -13,3 +13,7 @@ pub mod fabric;
 pub mod http;
 pub mod lenient;
 pub mod ratelimit;
+pub mod segment;
+
+#[cfg(test)]
+mod hostile_ids_tests;

@@ -21,6 +21,7 @@ use crate::providers::endpoint::{EndpointPolicy, Service, origin_of};
 use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
 use crate::providers::http::{Call, HttpClient, ProviderResponse};
 use crate::providers::lenient::opt_seconds;
+use crate::providers::segment;
 use crate::redact::SecretString;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use jiff::{SignedDuration, Timestamp};
@@ -290,12 +291,7 @@ fn sub(t: Timestamp, d: Duration) -> Timestamp {
 /// The token endpoint: `{authority}/{tenant}/oauth2/v2.0/token`, the tenant as one
 /// percent-encoded path segment.
 pub fn token_url(authority: &Url, tenant: &str) -> Result<Url, ProviderError> {
-    if tenant.is_empty() || tenant == "." || tenant == ".." {
-        return Err(ProviderError::new(
-            ProviderErrorKind::InvalidRequest,
-            "the Microsoft Entra tenant is empty",
-        ));
-    }
+    segment::check("the Microsoft Entra tenant", tenant)?;
     let mut url = authority.clone();
     url.set_query(None);
     url.set_fragment(None);
