@@ -149,6 +149,8 @@ pub struct DataRobotClient {
     policy: EndpointPolicy,
     base: Url,
     authorization: HeaderValue,
+    /// The API token, to scrub from error messages that echo it.
+    token: SecretString,
 }
 
 impl DataRobotClient {
@@ -177,6 +179,7 @@ impl DataRobotClient {
             policy,
             base,
             authorization,
+            token: token.clone(),
         })
     }
 
@@ -357,7 +360,7 @@ impl DataRobotClient {
         };
         let response = self.http.execute_retrying(call, request, RETRY).await?;
         if !response.is_success() {
-            return Err(error_from(operation, &response));
+            return Err(error_from(operation, &response).scrubbed(&[self.token.expose()]));
         }
         response.json(&format!("DataRobot {operation}"))
     }

@@ -261,7 +261,11 @@ impl EmrSparkClient {
             operation: action.name(),
         };
         let response = self.http.execute(call, request).await?;
-        envelope_data(action.name(), &response)
+        envelope_data(action.name(), &response).map_err(|e| {
+            let c = &self.credentials;
+            let token = c.security_token.as_ref().map_or("", SecretString::expose);
+            e.scrubbed(&[c.access_key_secret.expose(), token])
+        })
     }
 }
 

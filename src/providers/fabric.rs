@@ -294,7 +294,7 @@ impl FabricClient {
         };
         let response = self.http.execute_retrying(call, request, RETRY).await?;
         if !response.is_success() {
-            let err = error_from(operation, &response);
+            let err = error_from(operation, &response).scrubbed(&[token.expose()]);
             if err.kind == ProviderErrorKind::AuthenticationFailed {
                 self.token.rejected();
             }

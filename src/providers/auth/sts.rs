@@ -273,6 +273,7 @@ pub async fn assume_role_with_oidc(
             &response.body,
             now,
         )
+        .scrubbed(&[token])
         .into());
     }
     let parsed: AssumeRoleResponse = response.json("STS AssumeRoleWithOIDC")?;
