@@ -16,4 +16,6 @@ pub mod ratelimit;
 pub mod segment;
 
 #[cfg(test)]
+mod endpoint_bypass_tests;
+#[cfg(test)]
 mod hostile_ids_tests;
