@@ -14,3 +14,6 @@ pub mod preview;
 pub mod providers;
 pub mod redact;
 pub mod server;
+
+#[cfg(test)]
+mod redaction_tests;
