@@ -19,7 +19,7 @@
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
 use crate::providers::endpoint::{EndpointPolicy, Service};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
 use crate::providers::segment;
 use crate::redact::SecretString;
@@ -118,29 +118,33 @@ pub struct SharedRoles {
     pub missing: Vec<String>,
 }
 
+/// One page of a DataRobot listing.
 #[derive(Deserialize)]
-struct Page<T> {
-    data: Vec<T>,
+pub(crate) struct Page<T> {
+    pub(crate) data: Vec<T>,
     #[serde(default)]
-    next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
+/// An entry of `GET /notebooks/`.
 #[derive(Deserialize)]
-struct NotebookSummary {
-    id: String,
+pub(crate) struct NotebookSummary {
+    pub(crate) id: String,
 }
 
+/// The answer of the bulk `sharedRoles` call.
 #[derive(Deserialize)]
-struct BulkResponse {
-    data: Vec<BulkEntry>,
+pub(crate) struct BulkResponse {
+    pub(crate) data: Vec<BulkEntry>,
 }
 
+/// One notebook in the bulk answer.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct BulkEntry {
-    notebook_id: String,
+pub(crate) struct BulkEntry {
+    pub(crate) notebook_id: String,
     #[serde(default)]
-    roles: Option<Vec<SharedRole>>,
+    pub(crate) roles: Option<Vec<SharedRole>>,
 }
 
 /// A DataRobot API client for one endpoint and token.
@@ -325,14 +329,9 @@ impl DataRobotClient {
             }
             let page: Page<T> = self.get(operation, url).await?;
             out.extend(page.data);
-            match page.next.filter(|n| !n.is_empty()) {
+            match next_page(&self.policy, &self.base, operation, page.next.as_deref())? {
                 None => return Ok(out),
-                Some(next) => {
-                    url = self
-                        .policy
-                        .check_link(Service::DataRobot, &self.base, &next)
-                        .map_err(|e| invalid(operation, &format!("next-page link refused: {e}")))?;
-                }
+                Some(next) => url = next,
             }
         }
         Err(invalid(
@@ -359,10 +358,37 @@ impl DataRobotClient {
             operation,
         };
         let response = self.http.execute_retrying(call, request, RETRY).await?;
-        if !response.is_success() {
-            return Err(error_from(operation, &response).scrubbed(&[self.token.expose()]));
-        }
-        response.json(&format!("DataRobot {operation}"))
+        parse(operation, &response, &[self.token.expose()])
+    }
+}
+
+/// The body of a DataRobot answer, or the error it carries (`secrets`, the credentials the
+/// request carried, scrubbed from it).
+pub(crate) fn parse<T: DeserializeOwned>(
+    operation: &str,
+    response: &ProviderResponse,
+    secrets: &[&str],
+) -> Result<T, ProviderError> {
+    if !response.is_success() {
+        return Err(error_from(operation, response, secrets));
+    }
+    response.json(&format!("DataRobot {operation}"))
+}
+
+/// Where a listing goes after a page whose `next` is `next`: the link, if it passes the endpoint
+/// policy and stays on `base`'s origin; `None` when the page was the last.
+pub(crate) fn next_page(
+    policy: &EndpointPolicy,
+    base: &Url,
+    operation: &str,
+    next: Option<&str>,
+) -> Result<Option<Url>, ProviderError> {
+    match next.filter(|n| !n.is_empty()) {
+        None => Ok(None),
+        Some(next) => policy
+            .check_link(Service::DataRobot, base, next)
+            .map(Some)
+            .map_err(|e| invalid(operation, &format!("next-page link refused: {e}"))),
     }
 }
 
@@ -414,7 +440,7 @@ fn invalid(operation: &str, why: &str) -> ProviderError {
 
 /// Maps a DataRobot error response: the status decides the kind; `errorName` and `message`
 /// (a string, or an object of field messages) are the text.
-fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
+fn error_from(operation: &str, response: &ProviderResponse, secrets: &[&str]) -> ProviderError {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Body {
@@ -436,11 +462,12 @@ fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
         ),
         None => (None, String::new()),
     };
+    // Provider text is scrubbed before it is shortened: a shortened secret would not match.
     let mut message = http_error_message(
         &format!("DataRobot {operation}"),
         status,
-        name.as_deref(),
-        &text,
+        name.map(|n| scrub(&n, secrets)).as_deref(),
+        &scrub(&text, secrets),
     );
     if status == 401 {
         message.push_str(
@@ -451,7 +478,7 @@ fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
     let request_id = response
         .header("x-request-id")
         .or_else(|| response.header("x-datarobot-request-id"))
-        .map(|s| clip(s, 100));
+        .map(|s| clip(&scrub(s, secrets), 100));
     ProviderError::new(ProviderError::kind_for_status(status), message)
         .with_status(status)
         .with_request_id(request_id)

@@ -16,6 +16,8 @@ pub mod ratelimit;
 pub mod segment;
 
 #[cfg(test)]
+mod echo_tests;
+#[cfg(test)]
 mod endpoint_bypass_tests;
 #[cfg(test)]
 mod hostile_ids_tests;

@@ -272,8 +272,8 @@ pub async fn assume_role_with_oidc(
             &response.headers,
             &response.body,
             now,
+            &[token],
         )
-        .scrubbed(&[token])
         .into());
     }
     let parsed: AssumeRoleResponse = response.json("STS AssumeRoleWithOIDC")?;
