@@ -42,11 +42,13 @@ const KEPT: &[&str] = &[
     "./x",
 ];
 
+type Build = Box<dyn Fn(&str) -> Result<Url, ProviderError>>;
+
 /// A builder under test: makes the URL with `value` in one parameter; the index of that
 /// parameter among the path segments; the query the URL must have.
 struct Builder {
     name: &'static str,
-    build: Box<dyn Fn(&str) -> Result<Url, ProviderError>>,
+    build: Build,
     index: usize,
     segments: usize,
     query: Option<&'static str>,

@@ -9,12 +9,9 @@
 //!   `deploy/rbac.yaml` grants;
 //! - `deploy/deployment.yaml` passes the restricted Pod Security Standard.
 
-#[path = "../e2e_support/fake_emr.rs"]
-mod fake_emr;
-
+use crate::livy::fake_emr::FakeEmr;
 use crate::support::fake_api::{FakeApiServer, RecordedRequest};
 use crate::support::*;
-use fake_emr::FakeEmr;
 use httpmock::prelude::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, PodSpec, Secret};
@@ -191,7 +188,8 @@ async fn credentials_are_read_only_from_the_resources_namespace() {
         "%2e%2e",
         "Creds",
     ];
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> Value>)> = vec![
+    type SpecFor = Box<dyn Fn(&str) -> Value>;
+    let cases: Vec<(&str, SpecFor)> = vec![
         (
             "NotebookTokenRequest",
             Box::new(move |n| json!({"azure": {"clientSecretRef": creds(n)}})),
