@@ -8,6 +8,9 @@
 
 pub mod api;
 pub mod controller;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
 pub mod preview;
