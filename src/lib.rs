@@ -8,9 +8,15 @@
 
 pub mod api;
 pub mod controller;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
 pub mod preview;
 pub mod providers;
 pub mod redact;
 pub mod server;
+
+#[cfg(test)]
+mod redaction_tests;

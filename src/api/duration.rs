@@ -12,10 +12,17 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 
 /// A duration in Go/Kubernetes notation, kept as written so that a round trip through the API
 /// server doesn't rewrite the user's manifest.
+///
+/// Deserializing never fails on the text: a duration the CRD schema's pattern lets through but
+/// that doesn't parse (e.g. `99999999999h`, too large) is kept with its error, because one
+/// object that fails to deserialize fails the whole list of its kind and would stop the
+/// operator's watch for every resource of that kind. Reconcilers read durations through
+/// [`Duration::parsed`] and report such a value as `InvalidSpec`. [`FromStr`] (command-line
+/// flags) stays strict.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Duration {
     text: String,
-    value: StdDuration,
+    value: Result<StdDuration, DurationParseError>,
 }
 
 /// Why a duration string was refused.
@@ -27,9 +34,15 @@ pub struct DurationParseError {
 }
 
 impl Duration {
-    /// The parsed length of time.
+    /// The parsed length of time; zero for a text that doesn't parse (see
+    /// [`Duration::parsed`], which reconcilers check first).
     pub fn get(&self) -> StdDuration {
-        self.value
+        self.value.as_ref().map_or(StdDuration::ZERO, |d| *d)
+    }
+
+    /// The parsed length of time, or why the text is not a duration.
+    pub fn parsed(&self) -> Result<StdDuration, &DurationParseError> {
+        self.value.as_ref().map(|d| *d)
     }
 
     /// The text as the user wrote it.
@@ -41,7 +54,7 @@ impl Duration {
     pub fn from_secs(secs: u64) -> Self {
         Self {
             text: format!("{secs}s"),
-            value: StdDuration::from_secs(secs),
+            value: Ok(StdDuration::from_secs(secs)),
         }
     }
 }
@@ -94,7 +107,7 @@ impl FromStr for Duration {
         }
         Ok(Self {
             text: input.to_owned(),
-            value: StdDuration::from_nanos(total_nanos.round() as u64),
+            value: Ok(StdDuration::from_nanos(total_nanos.round() as u64)),
         })
     }
 }
@@ -120,7 +133,10 @@ impl Serialize for Duration {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        Ok(text.parse().unwrap_or_else(|e| Self {
+            text,
+            value: Err(e),
+        }))
     }
 }
 
@@ -225,7 +241,31 @@ mod tests {
     fn round_trips_as_written() {
         let d: Duration = serde_json::from_str("\"1h30m\"").unwrap();
         assert_eq!(serde_json::to_string(&d).unwrap(), "\"1h30m\"");
-        assert!(serde_json::from_str::<Duration>("\"soon\"").is_err());
+        assert_eq!(d.parsed(), Ok(StdDuration::from_secs(5400)));
+        assert!(
+            serde_json::from_str::<Duration>("1").is_err(),
+            "not a string"
+        );
+    }
+
+    /// The schema pattern allows `99999999999h`; the object must still deserialize (or the
+    /// whole list of its kind would fail), with the error kept for the reconciler.
+    #[test]
+    fn deserializing_keeps_unparseable_text_and_its_error() {
+        let re = regex::Regex::new(DURATION_PATTERN).unwrap();
+        assert!(re.is_match("99999999999h"), "the schema lets it through");
+        for text in ["99999999999h", "soon", ""] {
+            let d: Duration = serde_json::from_str(&format!("{text:?}")).unwrap();
+            let err = d.parsed().unwrap_err().to_string();
+            assert!(err.contains(&format!("{text:?}")), "{err}");
+            assert_eq!(d.get(), StdDuration::ZERO);
+            assert_eq!(d.as_str(), text);
+            assert_eq!(serde_json::to_string(&d).unwrap(), format!("{text:?}"));
+        }
+        assert!(
+            "99999999999h".parse::<Duration>().is_err(),
+            "flags stay strict"
+        );
     }
 
     #[test]

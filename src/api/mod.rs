@@ -3,6 +3,7 @@
 pub mod common;
 pub mod duration;
 pub mod livy_token;
+pub mod names;
 pub mod notebook_token_request;
 pub mod workspace_view;
 
@@ -78,6 +79,9 @@ pub fn crds_yaml() -> Result<String, serde_saphyr::ser::Error> {
 
 #[cfg(test)]
 mod schema_tests;
+
+#[cfg(test)]
+mod bad_input_tests;
 
 #[cfg(test)]
 mod tests {

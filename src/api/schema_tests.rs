@@ -231,7 +231,7 @@ fn validate(path: &str, schema: &Value, v: &Value, errors: &mut Vec<String>) {
     if let Some(s) = v.as_str() {
         let n = s.chars().count() as u64;
         if let Some(p) = schema.get("pattern").and_then(Value::as_str)
-            && !regex::Regex::new(p).unwrap().is_match(s)
+            && !pattern_matches(p, s)
         {
             errors.push(format!("{path}: {s:?} does not match {p}"));
         }
@@ -314,11 +314,27 @@ fn validate(path: &str, schema: &Value, v: &Value, errors: &mut Vec<String>) {
     }
 }
 
+/// `re` matches `s` (compiled regexes are kept: the bad-input table validates hundreds of
+/// manifests).
+fn pattern_matches(re: &str, s: &str) -> bool {
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+            Default::default();
+    }
+    CACHE.with(|c| {
+        c.borrow_mut()
+            .entry(re.to_owned())
+            .or_insert_with(|| regex::Regex::new(re).unwrap())
+            .is_match(s)
+    })
+}
+
 /// Validates a manifest against the CRD of its kind (the spec part; metadata is the API
 /// server's business).
 pub(crate) fn validate_manifest(doc: &Value) -> Vec<String> {
+    static SCHEMAS: std::sync::OnceLock<Vec<(String, Value)>> = std::sync::OnceLock::new();
     let kind = doc["kind"].as_str().unwrap_or_default();
-    let Some((_, schema)) = schemas().into_iter().find(|(k, _)| k == kind) else {
+    let Some((_, schema)) = SCHEMAS.get_or_init(schemas).iter().find(|(k, _)| k == kind) else {
         return vec![format!("unknown kind {kind}")];
     };
     let mut errors = vec![];

@@ -133,6 +133,15 @@ pub async fn read_key(
     namespace: &str,
     r: &SecretKeyRef,
 ) -> Result<CredentialValue, Error> {
+    // A Secret name is one path segment under the resource's own namespace: a name with a `/`
+    // (or `..`) must never reach the API client, which puts it into the URL as it is.
+    if !crate::api::names::is_dns_subdomain(&r.name) {
+        return Err(Error::InvalidSpec(format!(
+            "{:?} is not a Secret name; credentials are read only from Secrets in namespace \
+             {namespace}",
+            crate::providers::error::clip(&r.name, 100)
+        )));
+    }
     let secret = source
         .get_secret(namespace, &r.name)
         .await?

@@ -165,6 +165,7 @@ pub async fn validate(obj: &LivyToken, ctx: &Context) -> Result<Plan, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let spec = &obj.spec;
     let mode = spec.mode().map_err(Error::InvalidSpec)?;
+    check_names(spec)?;
     let renew_before = validate::positive("spec.renewBefore", spec.renew_before.as_ref())?;
     let refresh_interval =
         validate::positive("spec.refreshInterval", spec.refresh_interval.as_ref())?
@@ -222,6 +223,51 @@ pub async fn validate(obj: &LivyToken, ctx: &Context) -> Result<Plan, Error> {
         renew_before,
         grace_period,
     })
+}
+
+/// The IDs and names of the spec, as the CRD schema checks them: they become path segments,
+/// the default endpoint's host, or token names.
+fn check_names(spec: &crate::api::LivyTokenSpec) -> Result<(), Error> {
+    use crate::api::names;
+    const ID: &str = "an EMR Serverless Spark ID (1-128 letters, digits, '_' and '-', starting \
+                      with a letter or digit)";
+    validate::name(
+        "spec.regionId",
+        &spec.region_id,
+        names::is_region,
+        "an Alibaba Cloud region ID such as cn-hangzhou",
+    )?;
+    validate::name(
+        "spec.workspaceId",
+        &spec.workspace_id,
+        names::is_alibaba_id,
+        ID,
+    )?;
+    validate::name(
+        "spec.livyComputeId",
+        &spec.livy_compute_id,
+        names::is_alibaba_id,
+        ID,
+    )?;
+    if let Some(id) = &spec.token_id {
+        validate::name("spec.tokenId", id, names::is_alibaba_id, ID)?;
+    }
+    if let Some(m) = &spec.managed {
+        validate::name(
+            "spec.managed.name",
+            m.name.as_deref().unwrap_or_default(),
+            names::is_token_name,
+            "a token name (1-64 letters, digits, '_', '.' and '-', starting with a letter or \
+             digit)",
+        )?;
+        if !(1..=365).contains(&m.expire_days) {
+            return Err(Error::InvalidSpec(format!(
+                "spec.managed.expireDays must be between 1 and 365, got {}",
+                m.expire_days
+            )));
+        }
+    }
+    validate::secret_name("spec.secretName", spec.secret_name.as_deref())
 }
 
 /// The operator pod's own credentials go to official EMR Serverless Spark hosts only.

@@ -72,6 +72,7 @@ pub async fn validate(obj: &NotebookTokenRequest, ctx: &Context) -> Result<Check
     let spec = &obj.spec;
     let renew_before = validate::positive("spec.renewBefore", spec.renew_before.as_ref())?;
     check_names(spec)?;
+    validate::secret_name("spec.secretName", spec.secret_name.as_deref())?;
     let cloud = azure_cloud::endpoints(spec.azure.cloud);
     let endpoint = validate::endpoint(
         ctx,

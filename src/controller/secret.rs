@@ -59,6 +59,7 @@ pub async fn check_ownership<K: ManagedKind>(
     owner: &K,
     name: &str,
 ) -> Result<SecretState, Error> {
+    valid_name(name)?;
     let ns = owner.namespace().unwrap_or_default();
     let uid = owner.uid().unwrap_or_default();
     let meta = match ctx.secret_cache.get(&ns, name) {
@@ -87,6 +88,20 @@ pub async fn check_ownership<K: ManagedKind>(
                  overwrite or adopt it. Delete it, or set spec.secretName to another name"
             )))
         }
+    }
+}
+
+/// The name goes into the API request path as it is: only a DNS subdomain name (no `/`, no
+/// `..`) keeps the request on the Secrets of the owner's namespace.
+fn valid_name(name: &str) -> Result<(), Error> {
+    if crate::api::names::is_dns_subdomain(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec(format!(
+            "{:?} (spec.secretName, default the resource's name) is not a Secret name: \
+             lower-case letters, digits, '-' and '.', at most 253 characters",
+            crate::providers::error::clip(name, 100)
+        )))
     }
 }
 
@@ -162,6 +177,7 @@ pub async fn apply_secret<K: ManagedKind>(
             "internal: refusing to write a Secret without a token".into(),
         ));
     }
+    valid_name(name)?;
     let secret = build_secret(owner, name, content, template);
     let ns = owner.namespace().unwrap_or_default();
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);

@@ -2,25 +2,96 @@
 //! allowed pod identity) and endpoints (the endpoint policy).
 
 use crate::api::common::{
-    AlibabaCredentialSource, AlibabaCredentials, AzureCredentialSource, AzureCredentials,
+    AccessKeyRef, AlibabaCredentialSource, AlibabaCredentials, AzureCredentialSource,
+    AzureCredentials, SecretKeyRef,
 };
 use crate::api::duration::Duration;
+use crate::api::names;
 use crate::controller::Context;
 use crate::controller::credentials::{CredentialValue, read_key};
 use crate::controller::error::Error;
 use crate::providers::auth::entra::{EntraCredential, TokenRequest};
 use crate::providers::azure_cloud;
 use crate::providers::endpoint::{EndpointPolicy, Service};
+use crate::providers::error::clip;
 use url::Url;
+
+/// InvalidSpec unless `ok(value)`: "`field` "value" is not `what`". The value is quoted
+/// (clipped): names and IDs are not secret, and seeing them helps.
+pub fn name(field: &str, value: &str, ok: fn(&str) -> bool, what: &str) -> Result<(), Error> {
+    if ok(value) {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec(format!(
+            "{field} {:?} is not {what}",
+            clip(value, 100)
+        )))
+    }
+}
+
+const SECRET_NAME: &str = "a Secret name (lower-case letters, digits, '-' and '.', at most 253 \
+                           characters; the Secret is always looked up in this resource's \
+                           namespace)";
+const SECRET_KEY: &str = "a Secret key (letters, digits, '-', '_' and '.')";
+
+/// A Secret name written in `field` (e.g. `spec.secretName`).
+pub fn secret_name(field: &str, value: Option<&str>) -> Result<(), Error> {
+    match value.filter(|v| !v.is_empty()) {
+        Some(v) => name(field, v, names::is_dns_subdomain, SECRET_NAME),
+        None => Ok(()),
+    }
+}
+
+/// A `{name, key}` reference to a Secret in the resource's namespace.
+pub fn secret_key_ref(field: &str, r: &SecretKeyRef) -> Result<(), Error> {
+    name(
+        &format!("{field}.name"),
+        &r.name,
+        names::is_dns_subdomain,
+        SECRET_NAME,
+    )?;
+    name(
+        &format!("{field}.key"),
+        &r.key,
+        names::is_secret_key,
+        SECRET_KEY,
+    )
+}
+
+/// An AccessKey reference: the Secret name and its keys.
+pub fn access_key_ref(field: &str, r: &AccessKeyRef) -> Result<(), Error> {
+    name(
+        &format!("{field}.name"),
+        &r.name,
+        names::is_dns_subdomain,
+        SECRET_NAME,
+    )?;
+    for (key_field, key) in [
+        ("accessKeyIdKey", Some(r.access_key_id_key.as_str())),
+        ("accessKeySecretKey", Some(r.access_key_secret_key.as_str())),
+        ("securityTokenKey", r.security_token_key()),
+    ] {
+        if let Some(k) = key {
+            name(
+                &format!("{field}.{key_field}"),
+                k,
+                names::is_secret_key,
+                SECRET_KEY,
+            )?;
+        }
+    }
+    Ok(())
+}
 
 /// A positive duration from the spec, or InvalidSpec naming the field.
 pub fn positive(field: &str, d: Option<&Duration>) -> Result<Option<std::time::Duration>, Error> {
-    match d {
-        Some(d) if d.get().is_zero() => Err(Error::InvalidSpec(format!(
-            "{field} must be greater than zero"
+    let Some(d) = d else { return Ok(None) };
+    match d.parsed() {
+        Err(e) => Err(Error::InvalidSpec(format!("{field}: {e}"))),
+        Ok(v) if v.is_zero() => Err(Error::InvalidSpec(format!(
+            "{field} must be greater than zero, got {d}"
         ))),
-        Some(d) => Ok(Some(d.get())),
-        None => Ok(None),
+        Ok(v) => Ok(Some(v)),
     }
 }
 
@@ -85,6 +156,21 @@ pub async fn azure(
     let source = creds
         .source()
         .map_err(|m| Error::InvalidSpec(format!("{field}: {m}")))?;
+    name(
+        &format!("{field}.tenantId"),
+        &creds.tenant_id,
+        names::is_tenant,
+        "a Microsoft Entra tenant (a GUID, or a domain such as contoso.onmicrosoft.com)",
+    )?;
+    name(
+        &format!("{field}.clientId"),
+        &creds.client_id,
+        names::is_guid,
+        "an application (client) ID (a GUID)",
+    )?;
+    if let AzureCredentialSource::ClientSecret(r) = &source {
+        secret_key_ref(&format!("{field}.clientSecretRef"), r)?;
+    }
     let cloud = azure_cloud::endpoints(creds.cloud);
     let authority = endpoint(
         ctx,
@@ -93,6 +179,12 @@ pub async fn azure(
         creds.authority_host_override(),
         cloud.authority_host,
     )?;
+    if authority.path() != "/" || authority.query().is_some() {
+        return Err(Error::InvalidSpec(format!(
+            "{field}.authorityHost must be a scheme and host (and port) only, e.g. \
+             https://login.microsoftonline.com"
+        )));
+    }
     let (client_secret, credential) = match &source {
         AzureCredentialSource::WorkloadIdentity => {
             ctx.settings
@@ -126,8 +218,13 @@ pub fn alibaba(
     creds: &AlibabaCredentials,
 ) -> Result<AlibabaCredentialSource, Error> {
     let source = creds.source().map_err(Error::InvalidSpec)?;
-    if source == AlibabaCredentialSource::Rrsa {
-        ctx.settings.pod_identity.check(namespace, "alibaba.rrsa")?;
+    match &source {
+        AlibabaCredentialSource::Rrsa => {
+            ctx.settings.pod_identity.check(namespace, "alibaba.rrsa")?;
+        }
+        AlibabaCredentialSource::AccessKey(r) => {
+            access_key_ref("spec.alibaba.accessKeyRef", r)?;
+        }
     }
     Ok(source)
 }

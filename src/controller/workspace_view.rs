@@ -103,6 +103,13 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
     }
     match spec.source().map_err(Error::InvalidSpec)? {
         InventorySource::Fabric(source) => {
+            if source.roles.as_ref().is_some_and(Vec::is_empty) {
+                return Err(Error::InvalidSpec(
+                    "spec.fabric.roles is empty; list at least one role, or leave roles out for \
+                     all workspaces"
+                        .into(),
+                ));
+            }
             let endpoint = validate::endpoint(
                 ctx,
                 Service::Fabric,
@@ -119,16 +126,8 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
         }
         InventorySource::DataRobot(source) => {
             let selection = source.selection().map_err(Error::InvalidSpec)?;
-            if let NotebookSelection::Ids(ids) = &selection
-                && ids.len() > crate::api::workspace_view::MAX_NOTEBOOK_IDS
-            {
-                return Err(Error::InvalidSpec(format!(
-                    "spec.dataRobot.notebookIds has {} entries, at most {} are allowed; use a \
-                     selector for more",
-                    ids.len(),
-                    crate::api::workspace_view::MAX_NOTEBOOK_IDS
-                )));
-            }
+            check_selection(&selection)?;
+            validate::secret_key_ref("spec.dataRobot.apiTokenRef", &source.api_token_ref)?;
             let endpoint = validate::endpoint(
                 ctx,
                 Service::DataRobot,
@@ -145,6 +144,76 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
             })
         }
     }
+}
+
+/// The notebook IDs or the selector, as the CRD schema checks them: IDs become path segments
+/// and query values.
+fn check_selection(selection: &NotebookSelection) -> Result<(), Error> {
+    use crate::api::names::is_datarobot_id;
+    use crate::api::workspace_view::MAX_NOTEBOOK_IDS;
+    const ID: &str = "a DataRobot ID (1-64 letters, digits, '_' and '-')";
+    let count = |field: &str, n: usize, max: usize| {
+        if n > max {
+            Err(Error::InvalidSpec(format!(
+                "{field} has {n} entries, at most {max} are allowed"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    match selection {
+        NotebookSelection::Ids(ids) => {
+            if ids.is_empty() {
+                return Err(Error::InvalidSpec(
+                    "spec.dataRobot.notebookIds is empty; list at least one notebook".into(),
+                ));
+            }
+            count("spec.dataRobot.notebookIds", ids.len(), MAX_NOTEBOOK_IDS).map_err(|e| {
+                Error::InvalidSpec(format!("{}; use a selector for more", e.message()))
+            })?;
+            for (i, id) in ids.iter().enumerate() {
+                validate::name(
+                    &format!("spec.dataRobot.notebookIds[{i}]"),
+                    id,
+                    is_datarobot_id,
+                    ID,
+                )?;
+            }
+        }
+        NotebookSelection::Selector(s) => {
+            if let Some(id) = &s.use_case_id {
+                validate::name("spec.dataRobot.selector.useCaseId", id, is_datarobot_id, ID)?;
+            }
+            let owners = s.owners.as_deref().unwrap_or_default();
+            count("spec.dataRobot.selector.owners", owners.len(), 100)?;
+            for (i, id) in owners.iter().enumerate() {
+                validate::name(
+                    &format!("spec.dataRobot.selector.owners[{i}]"),
+                    id,
+                    is_datarobot_id,
+                    ID,
+                )?;
+            }
+            let tags = s.tags.as_deref().unwrap_or_default();
+            count("spec.dataRobot.selector.tags", tags.len(), 100)?;
+            for (i, tag) in tags.iter().enumerate() {
+                if tag.is_empty() || tag.chars().count() > 256 {
+                    return Err(Error::InvalidSpec(format!(
+                        "spec.dataRobot.selector.tags[{i}] must have 1 to 256 characters"
+                    )));
+                }
+            }
+            if s.query
+                .as_ref()
+                .is_some_and(|q| q.is_empty() || q.chars().count() > 1024)
+            {
+                return Err(Error::InvalidSpec(
+                    "spec.dataRobot.selector.query must have 1 to 1024 characters".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fabric bearer tokens from the shared Microsoft Entra ID cache (scope

@@ -9,9 +9,10 @@
 //! (`error.code`, `error.message`) and `x-ms-request-id` become a [`ProviderError`].
 
 use crate::providers::endpoint::origin_of;
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse};
 use crate::providers::lenient::opt_seconds;
+use crate::providers::segment;
 use crate::redact::SecretString;
 use serde::Deserialize;
 use std::time::Duration;
@@ -98,17 +99,11 @@ struct ErrorDetail {
 /// The URL of the call, each path parameter one percent-encoded segment.
 pub fn list_notebook_access_token_url(ws: &Workspace) -> Result<Url, ProviderError> {
     for (what, value) in [
-        ("subscription ID", &ws.subscription_id),
-        ("resource group", &ws.resource_group),
-        ("workspace name", &ws.workspace_name),
+        ("the subscription ID", &ws.subscription_id),
+        ("the resource group", &ws.resource_group),
+        ("the workspace name", &ws.workspace_name),
     ] {
-        // `.` and `..` would be dropped or climb when the URL is normalised.
-        if value.is_empty() || value == "." || value == ".." {
-            return Err(ProviderError::new(
-                ProviderErrorKind::InvalidRequest,
-                format!("the {what} {value:?} can't be used in a resource path"),
-            ));
-        }
+        segment::check(what, value)?;
     }
     let mut url = ws.endpoint.clone();
     url.set_query(None);
@@ -161,9 +156,18 @@ pub async fn list_notebook_access_token(
             )
         })?;
     let response = http.execute(CALL, request).await?;
-    let request_id = request_id(&response);
+    token_from_response(&response, bearer.expose())
+}
+
+/// The token in a `listNotebookAccessToken` response, or the error it carries (with `bearer`,
+/// the token the call was made with, scrubbed from the message).
+pub(crate) fn token_from_response(
+    response: &ProviderResponse,
+    bearer: &str,
+) -> Result<NotebookAccessToken, ProviderError> {
+    let request_id = request_id(response, bearer);
     if !response.is_success() {
-        return Err(error_from(&response, bearer.expose()));
+        return Err(error_from(response, bearer));
     }
     let with_context = |e: ProviderError| e.with_request_id(request_id.clone());
     let body: NotebookAccessTokenResult = response
@@ -199,11 +203,13 @@ pub async fn list_notebook_access_token(
     })
 }
 
-fn request_id(response: &ProviderResponse) -> Option<String> {
+/// ARM's request id of a response (`bearer` scrubbed before it is shortened, so that not even
+/// part of it shows).
+fn request_id(response: &ProviderResponse, bearer: &str) -> Option<String> {
     response
         .header("x-ms-request-id")
         .or_else(|| response.header("x-ms-correlation-request-id"))
-        .map(|id| clip(id, 100))
+        .map(|id| clip(&scrub(id, &[bearer]), 100))
 }
 
 /// Maps an ARM error response. The bearer token is scrubbed from the message.
@@ -213,7 +219,11 @@ fn error_from(response: &ProviderResponse, bearer: &str) -> ProviderError {
         .ok()
         .and_then(|b| b.error)
         .unwrap_or_default();
-    let code = detail.code.as_deref().map(|c| clip(c, 80));
+    // Provider text is scrubbed before it is shortened: a shortened secret would not match.
+    let code = detail
+        .code
+        .as_deref()
+        .map(|c| clip(&scrub(c, &[bearer]), 80));
     let kind = kind_of(status, code.as_deref());
     let mut message = format!("Azure Resource Manager answered HTTP {status}");
     if let Some(c) = &code {
@@ -232,14 +242,9 @@ fn error_from(response: &ProviderResponse, bearer: &str) -> ProviderError {
         }
         None => {}
     }
-    let message = if bearer.len() >= 6 {
-        message.replace(bearer, "[redacted]")
-    } else {
-        message
-    };
-    ProviderError::new(kind, clip(&message, 600))
+    ProviderError::new(kind, clip(&scrub(&message, &[bearer]), 600))
         .with_status(status)
-        .with_request_id(request_id(response))
+        .with_request_id(request_id(response, bearer))
         .with_retry_after(response.retry_after())
 }
 

@@ -19,8 +19,9 @@
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
 use crate::providers::endpoint::{EndpointPolicy, Service};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
+use crate::providers::segment;
 use crate::redact::SecretString;
 use futures::{StreamExt, TryStreamExt, stream};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
@@ -117,29 +118,33 @@ pub struct SharedRoles {
     pub missing: Vec<String>,
 }
 
+/// One page of a DataRobot listing.
 #[derive(Deserialize)]
-struct Page<T> {
-    data: Vec<T>,
+pub(crate) struct Page<T> {
+    pub(crate) data: Vec<T>,
     #[serde(default)]
-    next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
+/// An entry of `GET /notebooks/`.
 #[derive(Deserialize)]
-struct NotebookSummary {
-    id: String,
+pub(crate) struct NotebookSummary {
+    pub(crate) id: String,
 }
 
+/// The answer of the bulk `sharedRoles` call.
 #[derive(Deserialize)]
-struct BulkResponse {
-    data: Vec<BulkEntry>,
+pub(crate) struct BulkResponse {
+    pub(crate) data: Vec<BulkEntry>,
 }
 
+/// One notebook in the bulk answer.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct BulkEntry {
-    notebook_id: String,
+pub(crate) struct BulkEntry {
+    pub(crate) notebook_id: String,
     #[serde(default)]
-    roles: Option<Vec<SharedRole>>,
+    pub(crate) roles: Option<Vec<SharedRole>>,
 }
 
 /// A DataRobot API client for one endpoint and token.
@@ -148,6 +153,8 @@ pub struct DataRobotClient {
     policy: EndpointPolicy,
     base: Url,
     authorization: HeaderValue,
+    /// The API token, to scrub from error messages that echo it.
+    token: SecretString,
 }
 
 impl DataRobotClient {
@@ -176,23 +183,14 @@ impl DataRobotClient {
             policy,
             base,
             authorization,
+            token: token.clone(),
         })
-    }
-
-    /// `base` + path segments (percent-encoded) + a trailing slash, as DataRobot's paths have.
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        url.set_query(None);
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments).push("");
-        }
-        url
     }
 
     /// IDs of the notebooks `GET /notebooks/` lists for `query`, every page followed, sorted
     /// and without duplicates.
     pub async fn discover(&self, query: &NotebookQuery) -> Result<Vec<String>, ProviderError> {
-        let mut url = self.url(&["notebooks"]);
+        let mut url = api_url(&self.base, &["notebooks"])?;
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("offset", "0")
@@ -223,7 +221,14 @@ impl DataRobotClient {
         let wanted: Vec<&str> = wanted.into_iter().collect();
         // Owned batches and IDs below: futures borrowing from locals trip up the Send check of
         // callers.
-        let batches: Vec<Vec<String>> = batches(&wanted)
+        // An ID with a comma can't be told apart from two in the bulk call's comma-separated
+        // list; such an ID is left to the per-notebook call below (as one path segment).
+        let bulk_ids: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|id| !id.contains(','))
+            .collect();
+        let batches: Vec<Vec<String>> = batches(&bulk_ids)
             .into_iter()
             .map(|b| b.into_iter().map(str::to_owned).collect())
             .collect();
@@ -281,7 +286,7 @@ impl DataRobotClient {
 
     /// One bulk call.
     async fn bulk(&self, ids: Vec<String>) -> Result<Vec<BulkEntry>, ProviderError> {
-        let mut url = self.url(&["notebooks", "sharedRoles"]);
+        let mut url = api_url(&self.base, &["notebooks", "sharedRoles"])?;
         url.query_pairs_mut()
             .append_pair("notebookIds", &ids.join(","));
         let body: BulkResponse = self.get("listNotebooksSharedRoles", url).await?;
@@ -291,7 +296,8 @@ impl DataRobotClient {
     /// Every role on one notebook through the paged endpoint; `None` if DataRobot doesn't know
     /// the notebook.
     pub async fn notebook_roles(&self, id: &str) -> Result<Option<Vec<SharedRole>>, ProviderError> {
-        let mut url = self.url(&["notebooks", id, "sharedRoles"]);
+        segment::check("the notebook ID", id)?;
+        let mut url = api_url(&self.base, &["notebooks", id, "sharedRoles"])?;
         url.query_pairs_mut()
             .append_pair("offset", "0")
             .append_pair("limit", &PAGE_LIMIT.to_string());
@@ -323,14 +329,9 @@ impl DataRobotClient {
             }
             let page: Page<T> = self.get(operation, url).await?;
             out.extend(page.data);
-            match page.next.filter(|n| !n.is_empty()) {
+            match next_page(&self.policy, &self.base, operation, page.next.as_deref())? {
                 None => return Ok(out),
-                Some(next) => {
-                    url = self
-                        .policy
-                        .check_link(Service::DataRobot, &self.base, &next)
-                        .map_err(|e| invalid(operation, &format!("next-page link refused: {e}")))?;
-                }
+                Some(next) => url = next,
             }
         }
         Err(invalid(
@@ -357,11 +358,55 @@ impl DataRobotClient {
             operation,
         };
         let response = self.http.execute_retrying(call, request, RETRY).await?;
-        if !response.is_success() {
-            return Err(error_from(operation, &response));
-        }
-        response.json(&format!("DataRobot {operation}"))
+        parse(operation, &response, &[self.token.expose()])
     }
+}
+
+/// The body of a DataRobot answer, or the error it carries (`secrets`, the credentials the
+/// request carried, scrubbed from it).
+pub(crate) fn parse<T: DeserializeOwned>(
+    operation: &str,
+    response: &ProviderResponse,
+    secrets: &[&str],
+) -> Result<T, ProviderError> {
+    if !response.is_success() {
+        return Err(error_from(operation, response, secrets));
+    }
+    response.json(&format!("DataRobot {operation}"))
+}
+
+/// Where a listing goes after a page whose `next` is `next`: the link, if it passes the endpoint
+/// policy and stays on `base`'s origin; `None` when the page was the last.
+pub(crate) fn next_page(
+    policy: &EndpointPolicy,
+    base: &Url,
+    operation: &str,
+    next: Option<&str>,
+) -> Result<Option<Url>, ProviderError> {
+    match next.filter(|n| !n.is_empty()) {
+        None => Ok(None),
+        Some(next) => policy
+            .check_link(Service::DataRobot, base, next)
+            .map(Some)
+            .map_err(|e| invalid(operation, &format!("next-page link refused: {e}"))),
+    }
+}
+
+/// `base` + path segments, each percent-encoded as one segment (refused if it can't be one,
+/// see [`segment::check`]), + a trailing slash, as DataRobot's paths have.
+pub fn api_url(base: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
+    for s in segments {
+        segment::check("a path parameter", s)?;
+    }
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|_| invalid("request", "the endpoint can't have a path"))?
+        .pop_if_empty()
+        .extend(segments)
+        .push("");
+    Ok(url)
 }
 
 /// Splits IDs into bulk batches: at most [`BULK_BATCH_SIZE`] IDs and about
@@ -395,7 +440,7 @@ fn invalid(operation: &str, why: &str) -> ProviderError {
 
 /// Maps a DataRobot error response: the status decides the kind; `errorName` and `message`
 /// (a string, or an object of field messages) are the text.
-fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
+fn error_from(operation: &str, response: &ProviderResponse, secrets: &[&str]) -> ProviderError {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Body {
@@ -417,11 +462,12 @@ fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
         ),
         None => (None, String::new()),
     };
+    // Provider text is scrubbed before it is shortened: a shortened secret would not match.
     let mut message = http_error_message(
         &format!("DataRobot {operation}"),
         status,
-        name.as_deref(),
-        &text,
+        name.map(|n| scrub(&n, secrets)).as_deref(),
+        &scrub(&text, secrets),
     );
     if status == 401 {
         message.push_str(
@@ -432,7 +478,7 @@ fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
     let request_id = response
         .header("x-request-id")
         .or_else(|| response.header("x-datarobot-request-id"))
-        .map(|s| clip(s, 100));
+        .map(|s| clip(&scrub(s, secrets), 100));
     ProviderError::new(ProviderError::kind_for_status(status), message)
         .with_status(status)
         .with_request_id(request_id)

@@ -9,6 +9,7 @@
 use crate::providers::auth::acs3::{self, AcsCredentials, ErrorFields, Operation};
 use crate::providers::error::{ProviderError, ProviderErrorKind};
 use crate::providers::http::{Call, HttpClient, ProviderResponse};
+use crate::providers::segment;
 use crate::redact::SecretString;
 use jiff::Timestamp;
 use reqwest::Method;
@@ -154,11 +155,7 @@ impl EmrSparkClient {
         let data = self
             .call(Action::Create, compute, None, Some(request.to_json()))
             .await?;
-        data.get("tokenId")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| missing(Action::Create, "data.tokenId"))
+        token_id_of_create(&data)
     }
 
     /// `GetLivyComputeToken` (GET): one token, with its content.
@@ -170,11 +167,7 @@ impl EmrSparkClient {
         let data = self
             .call(Action::Get, compute, Some(token_id), None)
             .await?;
-        let info = parse_token(Action::Get, data)?;
-        if info.token.as_ref().is_none_or(SecretString::is_empty) {
-            return Err(missing(Action::Get, "data.token"));
-        }
-        Ok(info)
+        token_of_get(data)
     }
 
     /// `ListLivyComputeToken` (GET): every token of the Livy Gateway (the API has no paging).
@@ -183,20 +176,7 @@ impl EmrSparkClient {
         compute: &LivyCompute,
     ) -> Result<Vec<LivyTokenInfo>, ProviderError> {
         let data = self.call(Action::List, compute, None, None).await?;
-        // An answer without `data` says nothing about the tokens; taken for "none", it would
-        // hide a token whose create answer was lost, and a second one would be created.
-        if data.is_null() {
-            return Err(missing(Action::List, "data"));
-        }
-        let tokens = match data.get("tokens") {
-            None | Some(Value::Null) => return Ok(Vec::new()),
-            Some(Value::Array(items)) => items.clone(),
-            Some(_) => return Err(missing(Action::List, "data.tokens as a list")),
-        };
-        tokens
-            .into_iter()
-            .map(|t| parse_token(Action::List, t))
-            .collect()
+        tokens_of_list(data)
     }
 
     /// `RefreshLivyComputeToken` (POST): updates a token's name, content or expiry.
@@ -227,32 +207,6 @@ impl EmrSparkClient {
             .map(drop)
     }
 
-    /// The URL of an operation: the endpoint's path, then
-    /// `api/interactive/v1/workspace/{workspaceBizId}/livycompute/{livyComputeId}/token[/{tokenId}]`
-    /// with each parameter percent-encoded as one segment, and `?regionId=`.
-    fn url(&self, compute: &LivyCompute, token_id: Option<&str>) -> Url {
-        let mut segments = vec![
-            "api",
-            "interactive",
-            "v1",
-            "workspace",
-            compute.workspace_id.as_str(),
-            "livycompute",
-            compute.livy_compute_id.as_str(),
-            "token",
-        ];
-        segments.extend(token_id);
-        let mut url = self.endpoint.clone();
-        let path = acs3::segment_path(self.endpoint.path(), &segments);
-        url.set_path(&path);
-        url.set_query(Some(&acs3::canonical_query_string(&[(
-            "regionId",
-            compute.region_id.as_str(),
-        )])));
-        url.set_fragment(None);
-        url
-    }
-
     async fn call(
         &self,
         action: Action,
@@ -260,10 +214,8 @@ impl EmrSparkClient {
         token_id: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<Value, ProviderError> {
-        let mut builder = self
-            .http
-            .reqwest()
-            .request(action.method(), self.url(compute, token_id));
+        let url = operation_url(&self.endpoint, compute, token_id)?;
+        let mut builder = self.http.reqwest().request(action.method(), url);
         if let Some(b) = body {
             builder = builder.body(b);
         }
@@ -288,13 +240,53 @@ impl EmrSparkClient {
             operation: action.name(),
         };
         let response = self.http.execute(call, request).await?;
-        envelope_data(action.name(), &response)
+        data_of(action.name(), &response, &self.credentials)
     }
 }
 
+/// The URL of an operation: the endpoint's path, then
+/// `api/interactive/v1/workspace/{workspaceBizId}/livycompute/{livyComputeId}/token[/{tokenId}]`
+/// with each parameter percent-encoded as one segment (refused if it can't be one, see
+/// [`segment::check`]), and `?regionId=`.
+pub fn operation_url(
+    endpoint: &Url,
+    compute: &LivyCompute,
+    token_id: Option<&str>,
+) -> Result<Url, ProviderError> {
+    segment::check("the workspace ID", &compute.workspace_id)?;
+    segment::check("the Livy compute ID", &compute.livy_compute_id)?;
+    if let Some(id) = token_id {
+        segment::check("the token ID", id)?;
+    }
+    let mut segments = vec![
+        "api",
+        "interactive",
+        "v1",
+        "workspace",
+        compute.workspace_id.as_str(),
+        "livycompute",
+        compute.livy_compute_id.as_str(),
+        "token",
+    ];
+    segments.extend(token_id);
+    let mut url = endpoint.clone();
+    let path = acs3::segment_path(endpoint.path(), &segments);
+    url.set_path(&path);
+    url.set_query(Some(&acs3::canonical_query_string(&[(
+        "regionId",
+        compute.region_id.as_str(),
+    )])));
+    url.set_fragment(None);
+    Ok(url)
+}
+
 /// The `data` of a response, or the error it carries: a non-2xx status, or an envelope `code`
-/// other than "1000000" (also on HTTP 200).
-pub fn envelope_data(what: &str, response: &ProviderResponse) -> Result<Value, ProviderError> {
+/// other than "1000000" (also on HTTP 200); `secrets` are scrubbed from it.
+pub fn envelope_data(
+    what: &str,
+    response: &ProviderResponse,
+    secrets: &[&str],
+) -> Result<Value, ProviderError> {
     let now = Timestamp::now();
     let error = || {
         acs3::provider_error(
@@ -303,6 +295,7 @@ pub fn envelope_data(what: &str, response: &ProviderResponse) -> Result<Value, P
             &response.headers,
             &response.body,
             now,
+            secrets,
         )
     };
     if !response.is_success() {
@@ -314,6 +307,60 @@ pub fn envelope_data(what: &str, response: &ProviderResponse) -> Result<Value, P
         Some(SUCCESS_CODE) | None => Ok(v.get("data").cloned().unwrap_or(Value::Null)),
         Some(_) => Err(error()),
     }
+}
+
+/// The `data` of a response to a call signed with `credentials`, or its error with the
+/// credentials scrubbed from it (a provider may echo what it was sent).
+pub(crate) fn data_of(
+    what: &str,
+    response: &ProviderResponse,
+    credentials: &AcsCredentials,
+) -> Result<Value, ProviderError> {
+    let token = credentials
+        .security_token
+        .as_ref()
+        .map_or("", SecretString::expose);
+    envelope_data(
+        what,
+        response,
+        &[credentials.access_key_secret.expose(), token],
+    )
+}
+
+/// The token in GetLivyComputeToken's `data`, which must carry its content.
+pub(crate) fn token_of_get(data: Value) -> Result<LivyTokenInfo, ProviderError> {
+    let info = parse_token(Action::Get, data)?;
+    if info.token.as_ref().is_none_or(SecretString::is_empty) {
+        return Err(missing(Action::Get, "data.token"));
+    }
+    Ok(info)
+}
+
+/// The tokens in ListLivyComputeToken's `data`.
+pub(crate) fn tokens_of_list(data: Value) -> Result<Vec<LivyTokenInfo>, ProviderError> {
+    // An answer without `data` says nothing about the tokens; taken for "none", it would
+    // hide a token whose create answer was lost, and a second one would be created.
+    if data.is_null() {
+        return Err(missing(Action::List, "data"));
+    }
+    let tokens = match data.get("tokens") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => return Err(missing(Action::List, "data.tokens as a list")),
+    };
+    tokens
+        .into_iter()
+        .map(|t| parse_token(Action::List, t))
+        .collect()
+}
+
+/// The ID in CreateLivyComputeToken's `data`.
+pub(crate) fn token_id_of_create(data: &Value) -> Result<String, ProviderError> {
+    data.get("tokenId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| missing(Action::Create, "data.tokenId"))
 }
 
 fn missing(action: Action, what: &str) -> ProviderError {

@@ -120,6 +120,18 @@ pub fn http_error_message(what: &str, status: u16, code: Option<&str>, text: &st
     clip(&message, 600)
 }
 
+/// `text` with every occurrence of each of `secrets` (the credentials a request carried, in
+/// case the provider echoes one back) replaced by `[redacted]`. Values shorter than 6
+/// characters are left alone: replacing them would mangle the text and hide nothing. Scrub
+/// provider text before [`clip`]ping it: a clipped secret no longer matches.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets.iter().filter(|s| s.len() >= 6) {
+        out = out.replace(*s, "[redacted]");
+    }
+    out
+}
+
 /// Shortens provider-supplied text for a condition message: at most `max` characters, one line.
 pub fn clip(text: &str, max: usize) -> String {
     let one_line: String = text
@@ -201,6 +213,18 @@ mod tests {
                 .count()
                 <= 601
         );
+    }
+
+    #[test]
+    fn scrubbing_hides_echoed_credentials() {
+        assert_eq!(
+            scrub(
+                "bad key s3cret-key! (s3cret-key)",
+                &["s3cret-key", "short", ""]
+            ),
+            "bad key [redacted]! ([redacted])"
+        );
+        assert_eq!(scrub("a short b", &["short"]), "a short b");
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
 use crate::providers::endpoint::{EndpointPolicy, Service};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
+use crate::providers::segment;
 use crate::redact::SecretString;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -134,14 +135,15 @@ pub enum RoleAssignments {
     NotReadable(ProviderError),
 }
 
+/// One page of a Fabric listing.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Page<T> {
-    value: Vec<T>,
+pub(crate) struct Page<T> {
+    pub(crate) value: Vec<T>,
     #[serde(default)]
-    continuation_token: Option<String>,
+    pub(crate) continuation_token: Option<String>,
     #[serde(default)]
-    continuation_uri: Option<String>,
+    pub(crate) continuation_uri: Option<String>,
 }
 
 /// A Fabric REST API client for one endpoint and token source.
@@ -169,28 +171,10 @@ impl FabricClient {
         }
     }
 
-    /// `base` + `/v1/` + path segments (percent-encoded).
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        url.set_query(None);
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().push("v1").extend(segments);
-        }
-        url
-    }
-
     /// Every workspace the principal can reach (in one of `roles`, if given), every page
     /// followed, in the order Fabric gave them.
     pub async fn list_workspaces(&self, roles: &[&str]) -> Result<Vec<Workspace>, ProviderError> {
-        let mut url = self.url(&["workspaces"]);
-        if !roles.is_empty() {
-            // Comma-separated, as documented; role names are plain words.
-            let list: Vec<String> = roles
-                .iter()
-                .map(|r| utf8_percent_encode(r, TOKEN_UNSAFE).to_string())
-                .collect();
-            url.set_query(Some(&format!("roles={}", list.join(","))));
-        }
+        let url = workspaces_url(&self.base, roles)?;
         self.all_pages("listWorkspaces", url).await
     }
 
@@ -199,7 +183,8 @@ impl FabricClient {
         &self,
         workspace_id: &str,
     ) -> Result<Vec<RoleAssignment>, ProviderError> {
-        let url = self.url(&["workspaces", workspace_id, "roleAssignments"]);
+        segment::check("the workspace ID", workspace_id)?;
+        let url = api_url(&self.base, &["workspaces", workspace_id, "roleAssignments"])?;
         self.all_pages("listWorkspaceRoleAssignments", url).await
     }
 
@@ -213,6 +198,11 @@ impl FabricClient {
         // Owned IDs: futures borrowing from the argument trip up the Send check of callers.
         stream::iter(workspace_ids.to_vec())
             .map(|id| async move {
+                // An ID Fabric gave that can't be a path segment: its assignments can't be
+                // asked for, which doesn't make the rest of the inventory wrong.
+                if let Err(e) = segment::check("the workspace ID", &id) {
+                    return Ok(RoleAssignments::NotReadable(e));
+                }
                 match self.role_assignments(&id).await {
                     Ok(list) => Ok(RoleAssignments::Listed(list)),
                     Err(e)
@@ -252,15 +242,16 @@ impl FabricClient {
             }
             let page: Page<T> = self.get(operation, url).await?;
             out.extend(page.value);
-            let uri = page.continuation_uri.filter(|s| !s.is_empty());
-            let token = page.continuation_token.filter(|s| !s.is_empty());
-            url = match (uri, token) {
-                (Some(uri), _) => self
-                    .policy
-                    .check_link(Service::Fabric, &self.base, &uri)
-                    .map_err(|e| invalid(operation, &format!("continuationUri refused: {e}")))?,
-                (None, Some(token)) => with_continuation_token(&first, &token),
-                (None, None) => return Ok(out),
+            url = match next_page(
+                &self.policy,
+                &self.base,
+                &first,
+                operation,
+                page.continuation_uri.as_deref(),
+                page.continuation_token.as_deref(),
+            )? {
+                Some(next) => next,
+                None => return Ok(out),
             };
         }
         Err(invalid(
@@ -296,14 +287,79 @@ impl FabricClient {
             operation,
         };
         let response = self.http.execute_retrying(call, request, RETRY).await?;
-        if !response.is_success() {
-            let err = error_from(operation, &response);
-            if err.kind == ProviderErrorKind::AuthenticationFailed {
+        parse(operation, &response, &[token.expose()]).inspect_err(|e| {
+            if e.kind == ProviderErrorKind::AuthenticationFailed {
                 self.token.rejected();
             }
-            return Err(err);
-        }
-        response.json(&format!("Fabric {operation}"))
+        })
+    }
+}
+
+/// The body of a Fabric answer, or the error it carries (`secrets`, the credentials the request
+/// carried, scrubbed from it).
+pub(crate) fn parse<T: DeserializeOwned>(
+    operation: &str,
+    response: &ProviderResponse,
+    secrets: &[&str],
+) -> Result<T, ProviderError> {
+    if !response.is_success() {
+        return Err(error_from(operation, response, secrets));
+    }
+    response.json(&format!("Fabric {operation}"))
+}
+
+/// `base` + `/v1/` + path segments, each percent-encoded as one segment (refused if it can't
+/// be one, see [`segment::check`]).
+pub fn api_url(base: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
+    for s in segments {
+        segment::check("a path parameter", s)?;
+    }
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|_| invalid("request", "the endpoint can't have a path"))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(segments);
+    Ok(url)
+}
+
+/// The first URL of the workspace listing, with the `roles` filter if any.
+pub(crate) fn workspaces_url(base: &Url, roles: &[&str]) -> Result<Url, ProviderError> {
+    let mut url = api_url(base, &["workspaces"])?;
+    if !roles.is_empty() {
+        // Comma-separated, as documented; role names are plain words.
+        let list: Vec<String> = roles
+            .iter()
+            .map(|r| utf8_percent_encode(r, TOKEN_UNSAFE).to_string())
+            .collect();
+        url.set_query(Some(&format!("roles={}", list.join(","))));
+    }
+    Ok(url)
+}
+
+/// Where the listing that started at `first` goes after a page that gave `uri` and `token`:
+/// `continuationUri` if it passes the endpoint policy and stays on `base`'s origin, else the
+/// first request with `continuationToken`; `None` when the page was the last.
+pub(crate) fn next_page(
+    policy: &EndpointPolicy,
+    base: &Url,
+    first: &Url,
+    operation: &str,
+    uri: Option<&str>,
+    token: Option<&str>,
+) -> Result<Option<Url>, ProviderError> {
+    match (
+        uri.filter(|s| !s.is_empty()),
+        token.filter(|s| !s.is_empty()),
+    ) {
+        (Some(uri), _) => policy
+            .check_link(Service::Fabric, base, uri)
+            .map(Some)
+            .map_err(|e| invalid(operation, &format!("continuationUri refused: {e}"))),
+        (None, Some(token)) => Ok(Some(with_continuation_token(first, token))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -329,7 +385,7 @@ fn invalid(operation: &str, why: &str) -> ProviderError {
 /// Maps a Fabric `ErrorResponse`: the status decides the kind (`TokenExpired` is an
 /// authentication failure whatever the status); `errorCode` and `message` are the text; the
 /// request id comes from the body or the `requestid` / `x-ms-request-id` header.
-fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
+fn error_from(operation: &str, response: &ProviderResponse, secrets: &[&str]) -> ProviderError {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Body {
@@ -354,16 +410,17 @@ fn error_from(operation: &str, response: &ProviderResponse) -> ProviderError {
         Some("TokenExpired") => ProviderErrorKind::AuthenticationFailed,
         _ => ProviderError::kind_for_status(status),
     };
+    // Provider text is scrubbed before it is shortened: a shortened secret would not match.
     let message = http_error_message(
         &format!("Fabric {operation}"),
         status,
-        code.as_deref(),
-        &text,
+        code.map(|c| scrub(&c, secrets)).as_deref(),
+        &scrub(&text, secrets),
     );
     let request_id = body_request_id
         .or_else(|| response.header("requestid").map(str::to_owned))
         .or_else(|| response.header("x-ms-request-id").map(str::to_owned))
-        .map(|s| clip(&s, 100));
+        .map(|s| clip(&scrub(&s, secrets), 100));
     ProviderError::new(kind, message)
         .with_status(status)
         .with_request_id(request_id)

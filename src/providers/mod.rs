@@ -13,3 +13,11 @@ pub mod fabric;
 pub mod http;
 pub mod lenient;
 pub mod ratelimit;
+pub mod segment;
+
+#[cfg(test)]
+mod echo_tests;
+#[cfg(test)]
+mod endpoint_bypass_tests;
+#[cfg(test)]
+mod hostile_ids_tests;

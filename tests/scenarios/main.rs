@@ -7,5 +7,6 @@ mod foundation;
 mod leader;
 mod livy;
 mod notebook;
+mod security;
 mod support;
 mod workspace_view;

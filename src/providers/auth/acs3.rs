@@ -6,7 +6,7 @@
 //! `reqwest::Request`, signing exactly what is sent: the encoded path of the URL, its query,
 //! the headers it sets itself, and the body bytes.
 
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, scrub};
 use crate::providers::http::MAX_RETRY_AFTER;
 use crate::redact::SecretString;
 use hmac::{Hmac, Mac};
@@ -383,17 +383,25 @@ pub fn error_kind(code: Option<&str>, status: u16) -> ProviderErrorKind {
 }
 
 /// The [`ProviderError`] for a failed Alibaba Cloud call: `what` names the operation; the
-/// message carries the provider's code and message, never the request.
+/// message carries the provider's code and message, never the request. `secrets` (the
+/// credentials the request carried) are scrubbed from what the provider sent, before it is
+/// shortened.
 pub fn provider_error(
     what: &str,
     status: u16,
     headers: &HeaderMap,
     body: &[u8],
     now: Timestamp,
+    secrets: &[&str],
 ) -> ProviderError {
     let fields = serde_json::from_slice::<serde_json::Value>(body)
         .map(|v| ErrorFields::from_json(&v))
         .unwrap_or_default();
+    let fields = ErrorFields {
+        code: fields.code.map(|c| scrub(&c, secrets)),
+        message: fields.message.map(|m| scrub(&m, secrets)),
+        request_id: fields.request_id.map(|r| scrub(&r, secrets)),
+    };
     let wait = retry_after(headers, now);
     let mut kind = error_kind(fields.code.as_deref(), status);
     // The SDK raises a throttling error whenever x-acs-retry-after is set on an error.
@@ -686,6 +694,7 @@ x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs
             &headers(&[("x-acs-retry-after", "2500")]),
             body,
             Timestamp::UNIX_EPOCH,
+            &[],
         );
         assert_eq!(e.kind, ProviderErrorKind::Throttled);
         assert_eq!(e.retry_after, Some(Duration::from_millis(2500)));
@@ -701,6 +710,7 @@ x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs
             &headers(&[("x-acs-retry-after", "100")]),
             b"not json",
             Timestamp::UNIX_EPOCH,
+            &[],
         );
         assert_eq!(e.kind, ProviderErrorKind::Throttled);
         assert!(e.message.ends_with("no error code in the response"));

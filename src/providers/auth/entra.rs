@@ -18,9 +18,10 @@
 //! contain the client secret or the assertion (they are scrubbed even if Entra echoed them).
 
 use crate::providers::endpoint::{EndpointPolicy, Service, origin_of};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse};
 use crate::providers::lenient::opt_seconds;
+use crate::providers::segment;
 use crate::redact::SecretString;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use jiff::{SignedDuration, Timestamp};
@@ -290,12 +291,7 @@ fn sub(t: Timestamp, d: Duration) -> Timestamp {
 /// The token endpoint: `{authority}/{tenant}/oauth2/v2.0/token`, the tenant as one
 /// percent-encoded path segment.
 pub fn token_url(authority: &Url, tenant: &str) -> Result<Url, ProviderError> {
-    if tenant.is_empty() || tenant == "." || tenant == ".." {
-        return Err(ProviderError::new(
-            ProviderErrorKind::InvalidRequest,
-            "the Microsoft Entra tenant is empty",
-        ));
-    }
+    segment::check("the Microsoft Entra tenant", tenant)?;
     let mut url = authority.clone();
     url.set_query(None);
     url.set_fragment(None);
@@ -385,8 +381,21 @@ async fn fetch(
             )
         })?;
     let response = http.execute(CALL, request).await?;
+    let (token, refresh_at) = token_from_response(&response, &[secret], now)?;
+    debug!(authority = %origin_of(&req.authority), tenant = %req.tenant, client_id = %req.client_id,
+           scope = %req.scope, expires_at = %token.expires_at, "obtained a Microsoft Entra ID token");
+    Ok(Cached { token, refresh_at })
+}
+
+/// The access token in an Entra token response and when to refresh it, or the error the
+/// response carries (`secrets`, the credentials sent, scrubbed from it).
+pub(crate) fn token_from_response(
+    response: &ProviderResponse,
+    secrets: &[&str],
+    now: Timestamp,
+) -> Result<(AccessToken, Timestamp), ProviderError> {
     if !response.is_success() {
-        return Err(error_from(&response, &[secret]));
+        return Err(error_from(response, secrets));
     }
     let body: TokenResponse = response.json("Microsoft Entra ID token")?;
     let token = body.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
@@ -402,12 +411,7 @@ async fn fetch(
         .unwrap_or(DEFAULT_LIFETIME);
     let expires_at = add(now, lifetime);
     let refresh_at = sub(expires_at, MAX_REFRESH_MARGIN.min(lifetime / 2));
-    debug!(authority = %origin_of(&req.authority), tenant = %req.tenant, client_id = %req.client_id,
-           scope = %req.scope, expires_at = %expires_at, "obtained a Microsoft Entra ID token");
-    Ok(Cached {
-        token: AccessToken { token, expires_at },
-        refresh_at,
-    })
+    Ok((AccessToken { token, expires_at }, refresh_at))
 }
 
 /// Reads the workload-identity client assertion from `AZURE_FEDERATED_TOKEN_FILE`.
@@ -471,7 +475,8 @@ fn error_from(response: &ProviderResponse, secrets: &[&str]) -> ProviderError {
         .map(|n| format!("AADSTS{n}"))
         .or_else(|| body.error_description.as_deref().and_then(aadsts_code));
     let mut what = vec![format!("HTTP {status}")];
-    what.extend(body.error.as_deref().map(|e| clip(e, 60)));
+    // Provider text is scrubbed before it is shortened: a shortened secret would not match.
+    what.extend(body.error.as_deref().map(|e| clip(&scrub(e, secrets), 60)));
     what.extend(code);
     let mut message = format!(
         "Microsoft Entra ID token request failed ({})",
@@ -484,7 +489,7 @@ fn error_from(response: &ProviderResponse, secrets: &[&str]) -> ProviderError {
     let message = clip(&scrub(&message, secrets), 600);
     ProviderError::new(kind, message)
         .with_status(status)
-        .with_request_id(body.trace_id.map(|t| scrub(&clip(&t, 100), secrets)))
+        .with_request_id(body.trace_id.map(|t| clip(&scrub(&t, secrets), 100)))
         .with_retry_after(response.retry_after())
 }
 
@@ -505,15 +510,6 @@ fn aadsts_code(s: &str) -> Option<String> {
         .take_while(char::is_ascii_digit)
         .collect();
     (!digits.is_empty()).then(|| format!("AADSTS{digits}"))
-}
-
-/// Replaces every occurrence of each (non-trivial) secret with `[redacted]`.
-fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_owned();
-    for s in secrets.iter().filter(|s| s.len() >= 6) {
-        out = out.replace(*s, "[redacted]");
-    }
-    out
 }
 
 #[cfg(test)]

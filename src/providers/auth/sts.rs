@@ -272,6 +272,7 @@ pub async fn assume_role_with_oidc(
             &response.headers,
             &response.body,
             now,
+            &[token],
         )
         .into());
     }
