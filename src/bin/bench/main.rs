@@ -74,9 +74,14 @@ struct Args {
     /// Reconcile concurrency per kind, passed to the operator and used for the ceiling.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Provider rate limit passed to the operator (QPS:BURST).
+    /// Provider rate limit passed to the operator (QPS:BURST) for the throughput phases; high
+    /// by default so that the API server, not the deliberate provider throttle, is measured.
     #[arg(long, default_value = "1000:1000")]
     provider_rate: String,
+    /// Provider rate limit for the renewal phase (the operator is restarted with it), whose
+    /// call rate is checked against it.
+    #[arg(long, default_value = "20:20")]
+    renewal_provider_rate: String,
     /// Requests in flight when the bench itself applies resources.
     #[arg(long, default_value_t = 32)]
     apply_parallel: usize,
@@ -492,12 +497,27 @@ async fn main() -> anyhow::Result<()> {
         mocks.breakdown_since(restart_start)
     );
 
-    // 6. Renewals with a short token lifetime.
-    if args.renewal_count > 0 {
+    // 6. Renewals with a short token lifetime, under a low provider rate limit.
+    let op = if args.renewal_count > 0 {
         eprintln!(
-            "\n== renewals: {} NotebookTokenRequests, lifetime {}, observed {}",
-            args.renewal_count, args.renewal_lifetime, args.renewal_observe
+            "\n== renewals: {} NotebookTokenRequests, lifetime {}, observed {}, --provider-rate={}",
+            args.renewal_count,
+            args.renewal_lifetime,
+            args.renewal_observe,
+            args.renewal_provider_rate
         );
+        op.stop().await?;
+        let renewal_args: Vec<String> = op_args
+            .iter()
+            .map(|a| {
+                if a.starts_with("--provider-rate=") {
+                    format!("--provider-rate={}", args.renewal_provider_rate)
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let op = Operator::start(&binary, &renewal_args, args.operator_log.as_ref()).await?;
         let renew_start = Instant::now();
         let timings = Arc::new(Mutex::new(Timings::default()));
         let items = (0..args.renewal_count)
@@ -522,15 +542,21 @@ async fn main() -> anyhow::Result<()> {
             late,
             "0",
         );
+        let rate: workspace_access_operator::providers::ratelimit::Rate = args
+            .renewal_provider_rate
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let window = Duration::from_secs(10);
+        let allowed = f64::from(rate.burst) + rate.per_second * window.as_secs_f64();
         report.add(
-            "peak provider call rate (1 s window)",
-            format!(
-                "{:.0}/s",
-                mocks.peak_rate_since(renew_start, Duration::from_secs(1))
-            ),
-            &format!("<= {}", args.provider_rate.split(':').next().unwrap_or("")),
+            "renewal phase: most provider calls in any 10 s window",
+            mocks.peak_calls_since(renew_start, window),
+            &format!("<= {allowed:.0} (burst + 10 s x QPS)"),
         );
-    }
+        op
+    } else {
+        op
+    };
     for w in watches {
         w.abort();
     }

@@ -115,8 +115,8 @@ impl Mocks {
             .join(" ")
     }
 
-    /// Highest number of resource calls in any `window` since `since`, per second.
-    pub fn peak_rate_since(&self, since: Instant, window: Duration) -> f64 {
+    /// Highest number of resource calls in any `window` since `since`.
+    pub fn peak_calls_since(&self, since: Instant, window: Duration) -> u64 {
         let mut times: Vec<Instant> = self
             .calls
             .lock()
@@ -134,7 +134,7 @@ impl Mocks {
             }
             best = best.max(end - start + 1);
         }
-        best as f64 / window.as_secs_f64()
+        best as u64
     }
 
     /// Renewals of notebook tokens for workspaces starting with `prefix`: (on time, late). A
