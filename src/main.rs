@@ -114,6 +114,10 @@ struct RunArgs {
     /// Most reconciliations running at once, per kind.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Watch and reconcile only this namespace (default: all namespaces). With it, the
+    /// operator needs its permissions only in that namespace (a Role instead of a ClusterRole).
+    #[arg(long, env = "WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Elect a leader through a Lease, so that only one replica reconciles.
     #[arg(long, env = "WAO_LEADER_ELECT")]
     leader_elect: bool,
@@ -204,6 +208,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.policy.settings();
     info!(
         allowed_endpoints = ?settings.endpoint_policy.allowed().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        watch_namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),
         "starting"
     );
     let shutdown = CancellationToken::new();
@@ -226,6 +231,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let options = ControllerOptions {
         concurrency: args.concurrency.max(1),
+        namespace: args.watch_namespace.clone().filter(|ns| !ns.is_empty()),
     };
     let make_ctx = || {
         Context::new(

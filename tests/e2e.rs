@@ -27,7 +27,7 @@ async fn operator_reports_each_kind_and_stops_on_sigterm() {
     let cluster = Cluster::connect().await;
     cluster.install_crds().await;
     let ns = cluster.fresh_namespace("e2e-foundation").await;
-    let mut operator = Operator::start(&cluster, &[]).await;
+    let mut operator = Operator::start(&cluster, &ns, &[]).await;
 
     // A resource of each kind whose credentials Secret is missing: the operator must say so.
     cluster
@@ -140,7 +140,7 @@ async fn livy_tokens_rotate_without_gaps_against_a_signature_checking_endpoint()
         "reference-content-1",
         Duration::from_secs(3600),
     );
-    let mut operator = Operator::start(&cluster, &["--allow-endpoint", &emr.host_port]).await;
+    let mut operator = Operator::start(&cluster, &ns, &["--allow-endpoint", &emr.host_port]).await;
 
     cluster
         .apply_json(&ns, json!({
@@ -319,7 +319,7 @@ async fn notebook_token_request_gets_its_secret_and_renews_it() {
     cluster.install_crds().await;
     let ns = cluster.fresh_namespace("e2e-ntr").await;
     let allow = format!("127.0.0.1:{}", azure.port());
-    let mut operator = Operator::start(&cluster, &["--allow-endpoint", &allow]).await;
+    let mut operator = Operator::start(&cluster, &ns, &["--allow-endpoint", &allow]).await;
 
     cluster
         .apply_json(
@@ -527,6 +527,7 @@ async fn workspace_views_show_complete_inventories_and_are_not_rewritten() {
     let allow = format!("127.0.0.1:{}", mock.address().port());
     let mut operator = Operator::start(
         &cluster,
+        &ns,
         &["--allow-endpoint", &allow, "--provider-rate", "200:200"],
     )
     .await;
@@ -715,13 +716,13 @@ async fn two_replicas_never_both_write_even_when_the_leader_freezes() {
             Some(text.lines().any(|l| l == "workspace_access_leader 1"))
         }
     };
-    let mut a = Operator::start(&cluster, &args).await;
+    let mut a = Operator::start(&cluster, &ns, &args).await;
     let started = Instant::now();
     while leads(&a).await != Some(true) {
         assert!(started.elapsed() < Duration::from_secs(20), "a never led");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut b = Operator::start(&cluster, &args).await;
+    let mut b = Operator::start(&cluster, &ns, &args).await;
 
     cluster
         .apply_json(

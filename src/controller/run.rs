@@ -31,12 +31,40 @@ pub const REPORTER: &str = "workspace-access-operator";
 pub struct ControllerOptions {
     /// Most reconciliations running at once, per kind.
     pub concurrency: u16,
+    /// Only this namespace is watched and reconciled (None: all namespaces).
+    pub namespace: Option<String>,
+}
+
+impl ControllerOptions {
+    /// Options for all namespaces with the given concurrency.
+    pub fn new(concurrency: u16) -> Self {
+        Self {
+            concurrency,
+            namespace: None,
+        }
+    }
+
+    /// An API of `K` over the watched namespace or all namespaces.
+    fn api<K>(&self, client: &kube::Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
 }
 
 /// Checks that the API server serves the three kinds (the CRDs are installed).
-pub async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
-    async fn one<K: ManagedKind>(client: &kube::Client) -> anyhow::Result<()> {
-        Api::<K>::all(client.clone())
+pub async fn check_crds(client: &kube::Client, options: &ControllerOptions) -> anyhow::Result<()> {
+    async fn one<K: ManagedKind>(
+        client: &kube::Client,
+        options: &ControllerOptions,
+    ) -> anyhow::Result<()> {
+        options
+            .api::<K>(client)
             .list_metadata(&ListParams::default().limit(1))
             .await
             .with_context(|| {
@@ -48,9 +76,9 @@ pub async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
             })?;
         Ok(())
     }
-    one::<NotebookTokenRequest>(client).await?;
-    one::<LivyToken>(client).await?;
-    one::<WorkspaceView>(client).await?;
+    one::<NotebookTokenRequest>(client, options).await?;
+    one::<LivyToken>(client, options).await?;
+    one::<WorkspaceView>(client, options).await?;
     Ok(())
 }
 
@@ -98,7 +126,7 @@ pub async fn run_controllers(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    check_crds(&client).await?;
+    check_crds(&client, &options).await?;
 
     let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let (ntr_tx, ntr_rx) = mpsc::unbounded();
@@ -114,7 +142,7 @@ pub async fn run_controllers(
     let known = secret_store.clone();
     let mut before_relist: Option<Vec<Arc<PartialObjectMeta<Secret>>>> = None;
     let secret_watch = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        options.api::<PartialObjectMeta<Secret>>(&client),
         watcher::Config::default()
             .labels(MANAGED_BY_SELECTOR)
             .any_semantic(),
@@ -179,7 +207,7 @@ fn controller_for<K: Reconciler>(
     options: &ControllerOptions,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
-    let api = Api::<K>::all(ctx.client.clone());
+    let api = options.api::<K>(&ctx.client);
     let (reader, writer) = reflector::store::<K>();
     let objects = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()

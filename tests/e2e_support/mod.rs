@@ -170,9 +170,10 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `workspace-access-operator run` with `extra` arguments and waits until /readyz
-    /// answers 200.
-    pub async fn start(_cluster: &Cluster, extra: &[&str]) -> Self {
+    /// Starts `workspace-access-operator run` for namespace `ns` only (so that tests running at
+    /// the same time, or resources left by an earlier failed run, don't reach this operator)
+    /// with `extra` arguments, and waits until /readyz answers 200.
+    pub async fn start(_cluster: &Cluster, ns: &str, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -183,6 +184,7 @@ impl Operator {
             .arg("run")
             .arg("--metrics-addr")
             .arg(&addr)
+            .args(["--watch-namespace", ns])
             .args(extra)
             .envs(operator_kubeconfig())
             .env(

@@ -351,6 +351,18 @@ async fn start_controllers(
     tokio::task::JoinHandle<anyhow::Result<()>>,
     Arc<workspace_access_operator::metrics::Metrics>,
 ) {
+    start_controllers_with(s, ControllerOptions::new(4)).await
+}
+
+async fn start_controllers_with(
+    s: &FakeApiServer,
+    options: ControllerOptions,
+) -> (
+    Arc<AtomicBool>,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    Arc<workspace_access_operator::metrics::Metrics>,
+) {
     let (ctx, _) = context_mut(s, Settings::default());
     let ctx = Context {
         clock: Arc::new(workspace_access_operator::controller::SystemClock),
@@ -361,11 +373,48 @@ async fn start_controllers(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(run_controllers(
         ctx,
-        ControllerOptions { concurrency: 4 },
+        options,
         ready.clone(),
         shutdown.clone(),
     ));
     (ready, shutdown, task, metrics)
+}
+
+#[tokio::test]
+async fn a_watch_namespace_confines_the_operator_to_it() {
+    let s = server();
+    let options = ControllerOptions {
+        namespace: Some("team-a".into()),
+        ..ControllerOptions::new(4)
+    };
+    let (ready, shutdown, _task, _) = start_controllers_with(&s, options).await;
+    eventually("controllers ready", || ready.load(Ordering::SeqCst)).await;
+
+    s.insert(&ntr("team-b", "elsewhere", "missing"));
+    s.insert(&ntr("team-a", "ml", "missing"));
+    eventually("the resource in the watched namespace reports", || {
+        s.get::<NotebookTokenRequest>("team-a", "ml")
+            .and_then(|o| o.status)
+            .is_some()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        s.get::<NotebookTokenRequest>("team-b", "elsewhere")
+            .unwrap()
+            .status
+            .is_none(),
+        "a resource outside the watched namespace was reconciled"
+    );
+    // Every list and watch the operator made was confined to the namespace.
+    let outside: Vec<String> = s
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && !r.path.contains("/namespaces/team-a/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(outside.is_empty(), "requests outside team-a: {outside:?}");
+    shutdown.cancel();
 }
 
 #[tokio::test]
@@ -458,7 +507,7 @@ async fn missing_crds_are_reported_clearly() {
     let (ctx, _) = context_mut(&s, Settings::default());
     let err = run_controllers(
         ctx,
-        ControllerOptions { concurrency: 1 },
+        ControllerOptions::new(1),
         Arc::new(AtomicBool::new(false)),
         tokio_util::sync::CancellationToken::new(),
     )

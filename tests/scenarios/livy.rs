@@ -863,7 +863,7 @@ async fn controllers_keep_a_managed_token_valid_across_rotations() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(run_controllers(
         ctx,
-        ControllerOptions { concurrency: 2 },
+        ControllerOptions::new(2),
         ready.clone(),
         shutdown.clone(),
     ));

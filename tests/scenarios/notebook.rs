@@ -591,7 +591,7 @@ async fn controllers_write_the_secret_once_and_again_when_it_is_deleted() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(run_controllers(
         ctx,
-        ControllerOptions { concurrency: 4 },
+        ControllerOptions::new(4),
         ready.clone(),
         shutdown.clone(),
     ));

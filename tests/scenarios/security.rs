@@ -464,7 +464,7 @@ async fn a_resource_with_an_unparseable_duration_does_not_stop_its_kind() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(run_controllers(
         ctx,
-        ControllerOptions { concurrency: 2 },
+        ControllerOptions::new(2),
         ready_flag,
         shutdown.clone(),
     ));
@@ -848,7 +848,7 @@ async fn full_run() -> Run {
         shutdown.clone(),
         move |token| {
             let ctx = Context::new(client.clone(), settings.clone(), m.clone(), http.clone());
-            run_controllers(ctx, ControllerOptions { concurrency: 4 }, r.clone(), token)
+            run_controllers(ctx, ControllerOptions::new(4), r.clone(), token)
         },
     ));
 

@@ -156,7 +156,7 @@ impl Running {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(run_controllers(
             ctx,
-            ControllerOptions { concurrency },
+            ControllerOptions::new(concurrency),
             ready.clone(),
             shutdown.clone(),
         ));

@@ -77,12 +77,7 @@ impl Replica {
                     Arc::new(SystemClock),
                     metrics.clone(),
                 );
-                run_controllers(
-                    ctx,
-                    ControllerOptions { concurrency: 4 },
-                    ready.clone(),
-                    token,
-                )
+                run_controllers(ctx, ControllerOptions::new(4), ready.clone(), token)
             }
         };
         let task = tokio::spawn(run_as_leader(
