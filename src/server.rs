@@ -75,6 +75,7 @@ mod tests {
             ready: ready.clone(),
         };
         let server = tokio::spawn(serve(addr, state, shutdown.clone()));
+        crate::providers::http::install_crypto_provider();
         let http = reqwest::Client::new();
         crate::providers::http::install_crypto_provider();
         let url = |p: &str| format!("http://{addr}{p}");

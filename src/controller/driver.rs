@@ -62,6 +62,13 @@ pub trait Reconciler: ManagedKind {
     /// Finalizer for kinds with provider-side state to delete with the resource.
     const FINALIZER: Option<&'static str> = None;
 
+    /// Whether this resource has (or is about to create) provider-side state, and so needs
+    /// the finalizer. A resource that doesn't is reconciled without one: adding it would cost
+    /// a write and an extra pass, and its deletion would wait for the operator for nothing.
+    fn needs_finalizer(&self) -> bool {
+        Self::FINALIZER.is_some()
+    }
+
     /// Brings the world in line with the spec and returns the desired status.
     async fn sync(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Synced<Self::Status>, Error>;
 
@@ -91,7 +98,20 @@ pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
     ctx.metrics.reconcile_started(K::KIND);
     let result = match K::FINALIZER {
         None => sync_and_report(obj, ctx.clone()).await,
+        // Live, without the finalizer and not needing it: nothing to clean up on deletion.
+        Some(name)
+            if obj.meta().deletion_timestamp.is_none()
+                && !obj.finalizers().iter().any(|f| f == name)
+                && !obj.needs_finalizer() =>
+        {
+            sync_and_report(obj, ctx.clone()).await
+        }
         Some(name) => {
+            // The helper adds the finalizer to a live resource without it (and returns), and
+            // removes it from a deleted one once the cleanup succeeded: one write either way.
+            let finalizer_write = obj.finalizers().iter().any(|f| f == name)
+                == obj.meta().deletion_timestamp.is_some();
+            let metrics = ctx.metrics.clone();
             let api: Api<K> =
                 Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
             let c = ctx.clone();
@@ -102,6 +122,11 @@ pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
                 }
             })
             .await
+            .inspect(|_| {
+                if finalizer_write {
+                    metrics.write(K::KIND, "finalizer");
+                }
+            })
             .map_err(|e| match e {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e,

@@ -493,6 +493,20 @@ fn deleted_note(deleted: &[String]) -> Option<String> {
 impl Reconciler for LivyToken {
     const FINALIZER: Option<&'static str> = Some(FINALIZER);
 
+    /// Managed mode creates tokens; a resource that recorded managed tokens (it was switched
+    /// from managed to reference mode) still has them to delete. Reference mode alone creates
+    /// nothing and needs no finalizer.
+    fn needs_finalizer(&self) -> bool {
+        self.spec.managed.is_some()
+            || self
+                .status
+                .as_ref()
+                .and_then(|s| s.managed.as_ref())
+                .is_some_and(|m| {
+                    m.current.is_some() || m.pending.is_some() || !m.retiring.is_empty()
+                })
+    }
+
     async fn sync(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Synced<LivyTokenStatus>, Error> {
         let plan = validate(&obj, &ctx).await?;
         let state = check_ownership(&ctx, obj.as_ref(), &plan.secret_name).await?;

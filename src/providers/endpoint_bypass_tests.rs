@@ -375,6 +375,7 @@ fn the_checked_url_is_the_url_used() {
         let url = p.check_str(Service::AzureResourceManager, given).unwrap();
         assert_eq!(url.host_str(), Some(host), "{given}");
         assert_eq!(url.port_or_known_default(), Some(443));
+        crate::providers::http::install_crypto_provider();
         let request = reqwest::Client::new().get(url.clone()).build().unwrap();
         assert_eq!(request.url(), &url);
     }

@@ -980,3 +980,112 @@ async fn a_token_recorded_mid_sync_stays_recorded_when_the_sync_then_fails() {
         e.status("spark")
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// The finalizer only where there is something to delete
+
+fn without_finalizer(mut obj: LivyToken) -> LivyToken {
+    obj.metadata.finalizers = None;
+    obj
+}
+
+#[tokio::test]
+async fn reference_mode_needs_no_finalizer_and_is_synced_in_one_pass() {
+    let e = env().await;
+    e.emr.add_token(
+        WS,
+        LC,
+        "lctk-ref1",
+        "team-token",
+        "content-one-0123456",
+        Duration::from_secs(8 * H),
+    );
+    e.s.insert(&without_finalizer(resource(
+        &e.emr,
+        "spark",
+        json!({"tokenId": "lctk-ref1"}),
+    )));
+    e.s.clear_requests();
+    e.reconcile("spark").await.unwrap();
+    // The first pass already wrote the Secret and the status, and added no finalizer.
+    assert_eq!(
+        secret_value(&e.secret("spark-token"), "tokenId").as_deref(),
+        Some("lctk-ref1")
+    );
+    assert_eq!(e.ready("spark").1, "Synced");
+    let obj: LivyToken = e.s.get(NS, "spark").unwrap();
+    assert!(obj.metadata.finalizers.unwrap_or_default().is_empty());
+    assert!(
+        e.s.writes()
+            .iter()
+            .all(|w| !w.path.ends_with("/livytokens/spark")),
+        "the resource itself was patched: {:?}",
+        e.s.writes()
+    );
+    // Deleting it needs no operator: it is gone at once, and the referenced token is untouched.
+    e.s.delete_object::<LivyToken>(NS, "spark");
+    assert!(e.s.get::<LivyToken>(NS, "spark").is_none());
+    assert!(e.emr.token("lctk-ref1").is_some());
+}
+
+#[tokio::test]
+async fn managed_mode_adds_the_finalizer_before_creating_a_token() {
+    let e = env().await;
+    e.s.insert(&without_finalizer(resource(&e.emr, "spark", managed())));
+    e.reconcile("spark").await.unwrap();
+    // First pass: the finalizer, and no token yet (a crash now leaves nothing behind).
+    let obj: LivyToken = e.s.get(NS, "spark").unwrap();
+    assert_eq!(obj.metadata.finalizers.unwrap(), [FINALIZER]);
+    assert_eq!(e.provider_calls(), 0, "{:?}", e.emr.actions());
+    // Second pass (the finalizer change triggers it): the token.
+    e.reconcile("spark").await.unwrap();
+    assert!(
+        e.emr
+            .actions()
+            .contains(&"CreateLivyComputeToken".to_string())
+    );
+    e.assert_secret_token_valid("spark-token");
+}
+
+#[tokio::test]
+async fn switching_to_reference_mode_keeps_the_finalizer_for_the_managed_tokens() {
+    let e = env().await;
+    e.emr.add_token(
+        WS,
+        LC,
+        "lctk-ref1",
+        "team-token",
+        "content-one-0123456",
+        Duration::from_secs(8 * H),
+    );
+    e.s.insert(&resource(&e.emr, "spark", managed()));
+    e.reconcile("spark").await.unwrap();
+    let created = e.status("spark")["tokenId"].as_str().unwrap().to_owned();
+    // The user switches to reference mode: the managed token is retired (deleted after the
+    // grace period), so the resource still has provider-side state and keeps its finalizer.
+    e.s.modify::<LivyToken>(NS, "spark", |o| {
+        o["spec"]["managed"] = Value::Null;
+        o["spec"]["tokenId"] = json!("lctk-ref1");
+    });
+    e.reconcile("spark").await.unwrap();
+    let obj: LivyToken = e.s.get(NS, "spark").unwrap();
+    let retiring = &obj
+        .status
+        .as_ref()
+        .unwrap()
+        .managed
+        .as_ref()
+        .unwrap()
+        .retiring;
+    assert_eq!(retiring[0].token_id, created);
+    assert_eq!(obj.metadata.finalizers.unwrap(), [FINALIZER]);
+    // Deleting the resource deletes the token the operator created, not the referenced one.
+    e.s.delete_object::<LivyToken>(NS, "spark");
+    e.reconcile("spark").await.unwrap();
+    assert!(e.s.get::<LivyToken>(NS, "spark").is_none());
+    assert!(
+        e.emr.token(&created).is_none(),
+        "managed token {created} leaked"
+    );
+    assert!(e.emr.token("lctk-ref1").is_some());
+}
