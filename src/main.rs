@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use workspace_access_operator::api::duration::Duration;
 use workspace_access_operator::controller::credentials::PodIdentityPolicy;
 use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
-use workspace_access_operator::controller::{Context, Settings};
+use workspace_access_operator::controller::{Context, Settings, SyncEvents};
 use workspace_access_operator::leader::{LeaseSettings, run_as_leader};
 use workspace_access_operator::metrics::Metrics;
 use workspace_access_operator::providers::endpoint::{AllowedEndpoint, EndpointPolicy};
@@ -89,6 +89,7 @@ impl PolicyArgs {
             base_backoff: self.base_backoff.get(),
             max_backoff: self.max_backoff.get(),
             credential_cache_ttl: self.credential_cache_ttl.get(),
+            ..Settings::default()
         }
     }
 
@@ -133,6 +134,9 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Which successful syncs publish a Normal event; failures always publish a Warning.
+    #[arg(long, value_enum, default_value_t = SyncEvents::All, value_name = "WHICH")]
+    sync_events: SyncEvents,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,7 +209,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let http =
         HttpClient::new(args.policy.http_options(), metrics.clone()).map_err(anyhow::Error::msg)?;
-    let settings = args.policy.settings();
+    let settings = Settings {
+        sync_events: args.sync_events,
+        ..args.policy.settings()
+    };
     info!(
         allowed_endpoints = ?settings.endpoint_policy.allowed().iter().map(ToString::to_string).collect::<Vec<_>>(),
         watch_namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),

@@ -4,7 +4,7 @@ use crate::api::common::HasCommonStatus;
 use crate::controller::error::{Error, Reason, Retry};
 use crate::controller::schedule::{duration_between, retry_delay};
 use crate::controller::status::{ready_transitioned, set_ready, write_status};
-use crate::controller::{Context, ManagedKind};
+use crate::controller::{Context, ManagedKind, SyncEvents};
 use crate::providers::error::clip;
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -239,17 +239,15 @@ async fn report_success<K: Reconciler>(
         .or_else(|| current.and_then(|s| s.common().last_sync_time));
     let transitioned = ready_transitioned(current, &status);
     let wrote = write_status(&ctx.client, obj.as_ref(), current, &status, &ctx.metrics).await?;
-    if let Some(note) = synced.event {
+    let note = match (ctx.settings.sync_events, synced.event, transitioned) {
+        (SyncEvents::None, _, _) => None,
+        (SyncEvents::All, Some(note), _) => Some(note),
+        (SyncEvents::Transitions, Some(note), true) => Some(note),
+        (_, _, true) => Some(synced.message.clone()),
+        _ => None,
+    };
+    if let Some(note) = note {
         publish(ctx, obj.as_ref(), EventType::Normal, Reason::Synced, &note).await;
-    } else if transitioned {
-        publish(
-            ctx,
-            obj.as_ref(),
-            EventType::Normal,
-            Reason::Synced,
-            &synced.message,
-        )
-        .await;
     }
     debug!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
            wrote_status = wrote, next_sync = %synced.next_sync, "reconciled");

@@ -131,6 +131,21 @@ pub struct Settings {
     /// How long a credentials Secret read from the API server is reused (zero: every
     /// reconciliation reads it).
     pub credential_cache_ttl: Duration,
+    /// Which successful syncs publish a Normal event (failures always publish a Warning).
+    pub sync_events: SyncEvents,
+}
+
+/// Which successful syncs publish a Normal `Synced` event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncEvents {
+    /// Every sync that changed something (a token minted, read, rotated; an inventory that
+    /// changed) and every return to Ready.
+    #[default]
+    All,
+    /// Only when the resource becomes Ready (first sync, recovery after a failure).
+    Transitions,
+    /// None: only failures publish events. Saves an API-server write per renewal.
+    None,
 }
 
 impl Default for Settings {
@@ -141,6 +156,7 @@ impl Default for Settings {
             base_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(300),
             credential_cache_ttl: Duration::from_secs(10),
+            sync_events: SyncEvents::All,
         }
     }
 }

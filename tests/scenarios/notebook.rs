@@ -15,7 +15,7 @@ use std::time::Duration;
 use workspace_access_operator::api::NotebookTokenRequest;
 use workspace_access_operator::api::common::*;
 use workspace_access_operator::controller::driver::reconcile;
-use workspace_access_operator::controller::{Context, ManualClock, Settings};
+use workspace_access_operator::controller::{Context, ManualClock, Settings, SyncEvents};
 use workspace_access_operator::providers::endpoint::EndpointPolicy;
 
 const NS: &str = "team-a";
@@ -117,9 +117,13 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_with(settings())
+}
+
+fn env_with(settings: Settings) -> Env {
     let s = server();
     s.insert(&secret(NS, "azure-sp", &[("clientSecret", CLIENT_SECRET)]));
-    let (ctx, clock) = context(&s, settings());
+    let (ctx, clock) = context(&s, settings);
     Env { s, ctx, clock }
 }
 
@@ -621,4 +625,48 @@ async fn controllers_write_the_secret_once_and_again_when_it_is_deleted() {
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn sync_events_chooses_which_successes_publish_an_event() {
+    // (setting, events after the first sync, after a renewal, after a failure)
+    for (mode, first, renewal, failure) in [
+        (SyncEvents::All, 1, 1, 1),
+        (SyncEvents::Transitions, 1, 0, 1),
+        (SyncEvents::None, 0, 0, 1),
+    ] {
+        let azure = MockServer::start_async().await;
+        let _entra = entra_ok(&azure).await;
+        let arm = arm_ok(&azure, "notebook-token-1").await;
+        let e = env_with(Settings {
+            sync_events: mode,
+            ..settings()
+        });
+        e.s.insert(&ntr("ml", &azure));
+        e.s.clear_requests();
+        e.sync("ml").await;
+        assert_eq!(e.writes("/events"), first, "{mode:?}: first sync");
+
+        e.clock
+            .set(ts(&annotation(&e.token_secret("ml"), RENEW_AT_ANNOTATION)));
+        e.s.clear_requests();
+        e.sync("ml").await;
+        arm.assert_calls_async(2).await;
+        assert_eq!(e.writes("/events"), renewal, "{mode:?}: renewal");
+
+        // Failures publish a Warning whatever the setting.
+        arm.delete_async().await;
+        let _fails = arm_fails(
+            &azure,
+            500,
+            json!({"error": {"code": "InternalError"}}),
+            None,
+        )
+        .await;
+        e.clock
+            .set(ts(&annotation(&e.token_secret("ml"), RENEW_AT_ANNOTATION)));
+        e.s.clear_requests();
+        e.sync("ml").await;
+        assert_eq!(e.writes("/events"), failure, "{mode:?}: failure");
+    }
 }
