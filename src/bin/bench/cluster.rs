@@ -217,6 +217,7 @@ pub async fn direct_writes(
     client: &kube::Client,
     ns: &str,
     n: usize,
+    with_secret: usize,
     parallel: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
     let create_started = Instant::now();
@@ -257,7 +258,10 @@ pub async fn direct_writes(
                     "type": "Opaque",
                     "data": {"token": "Y2VpbGluZw=="},
                 });
-                secrets.patch(&name("ceiling", i), &params, &Patch::Apply(&secret)).await?;
+                // As many Secrets as the operator writes (WorkspaceViews have none).
+                if i < with_secret {
+                    secrets.patch(&name("ceiling", i), &params, &Patch::Apply(&secret)).await?;
+                }
                 let status = json!({
                     "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
                     "status": {"observedGeneration": 1, "provider": "DataRobot", "count": 1,

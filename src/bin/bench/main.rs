@@ -7,8 +7,9 @@
 //!
 //! It starts in-process mock providers, runs the release operator binary as a child process
 //! (pointed at the mocks with --allow-endpoint) and measures, in phases:
-//! 1. the API server's ceiling: the same number of Secret applies and status patches written
-//!    directly, with the operator's concurrency;
+//! 1. the API server's ceiling: the same resources applied, and as many Secret applies and
+//!    status patches as the operator makes for them, written directly with the operator's
+//!    concurrency (the operator's throughput is reported as the ratio of the two times);
 //! 2. single resources on an idle cluster: apply -> Ready latency, one at a time;
 //! 3. N resources at once: apply -> Ready p50/p99/max, total convergence time, provider and
 //!    credential calls and API writes per resource, peak RSS;
@@ -212,9 +213,11 @@ async fn main() -> anyhow::Result<()> {
     ];
     op_args.extend(args.operator_args.iter().cloned());
 
-    // 1. The API server's ceiling, before the operator runs.
+    // 1. The API server's ceiling, before the operator runs: the writes the operator's work
+    // needs (the resources, their Secrets, their status), made directly.
+    let with_secret = kinds.iter().filter(|k| **k != Kind::WorkspaceView).count();
     eprintln!(
-        "\n== API server ceiling: {} Secret applies + {} status patches",
+        "\n== API server ceiling: {} resource applies + {with_secret} Secret applies + {} status patches",
         args.count, args.count
     );
     let ceiling_ns = format!("bench-ceiling-{run_id}");
@@ -223,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
         &client,
         &ceiling_ns,
         args.count,
+        with_secret,
         args.concurrency * distinct_kinds,
     )
     .await?;
@@ -233,13 +237,16 @@ async fn main() -> anyhow::Result<()> {
         "",
     );
     report.add(
-        "direct: N Secrets + N status patches",
+        "direct: their Secrets + N status patches",
         format!("{:.1} s", ceiling.as_secs_f64()),
         "",
     );
     report.add(
-        "direct: Secret + status writes per second",
-        format!("{:.0}/s", 2.0 * args.count as f64 / ceiling.as_secs_f64()),
+        "direct: writes per second",
+        format!(
+            "{:.0}/s",
+            (2 * args.count + with_secret) as f64 / (ceiling_creates + ceiling).as_secs_f64()
+        ),
         "",
     );
 
@@ -391,16 +398,10 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.1} s", converged.as_secs_f64()),
         "",
     );
+    // Both sides apply the N resources and write their Secrets and status; through the
+    // operator, the applies and the operator's writes overlap, as they would in a cluster.
     report.add(
-        "throughput vs ceiling (Secrets + status patches)",
-        format!(
-            "{:.0}%",
-            100.0 * ceiling.as_secs_f64() / converged.as_secs_f64()
-        ),
-        ">= 70%",
-    );
-    report.add(
-        "throughput vs ceiling (resources + Secrets + status patches)",
+        "throughput vs ceiling (direct time / operator time)",
         format!(
             "{:.0}%",
             100.0 * (ceiling_creates + ceiling).as_secs_f64() / converged.as_secs_f64()
