@@ -8,9 +8,38 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use workspace_access_operator::api::common::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Writes of the bench retried after a transient API-server failure.
+pub static RETRIED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a write, retrying a few times when the API server fails it transiently: a 5xx, or a 422
+/// "internal error" (the CEL evaluation of the CRD's rules failing inside the API server, seen
+/// on Kubernetes 1.24 under load; the same object is accepted when sent again).
+async fn retrying<T, F, Fut>(mut write: F) -> kube::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<T>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match write().await {
+            Err(kube::Error::Api(s))
+                if attempt < 5
+                    && (s.code >= 500
+                        || (s.code == 422 && s.message.contains("internal error"))) =>
+            {
+                attempt += 1;
+                RETRIED.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            r => return r,
+        }
+    }
+}
 
 /// The kinds a benchmark run creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -162,7 +191,7 @@ pub async fn apply_all(
                     .unwrap()
                     .applied
                     .insert((kind, name.clone()), Instant::now());
-                api.patch(&name, &params, &Patch::Apply(&doc)).await?;
+                retrying(|| async { api.patch(&name, &params, &Patch::Apply(&doc)).await }).await?;
                 anyhow::Ok(())
             }
         })
@@ -233,8 +262,11 @@ pub async fn direct_writes(
             let params = params.clone();
             let doc = manifest(kind, &name("ceiling", i), &target, false);
             async move {
-                api.patch(&name("ceiling", i), &params, &Patch::Apply(&doc))
-                    .await?;
+                retrying(|| async {
+                    api.patch(&name("ceiling", i), &params, &Patch::Apply(&doc))
+                        .await
+                })
+                .await?;
                 anyhow::Ok(())
             }
         })
@@ -260,7 +292,12 @@ pub async fn direct_writes(
                 });
                 // As many Secrets as the operator writes (WorkspaceViews have none).
                 if i < with_secret {
-                    secrets.patch(&name("ceiling", i), &params, &Patch::Apply(&secret)).await?;
+                    retrying(|| async {
+                        secrets
+                            .patch(&name("ceiling", i), &params, &Patch::Apply(&secret))
+                            .await
+                    })
+                    .await?;
                 }
                 let status = json!({
                     "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
@@ -269,7 +306,11 @@ pub async fn direct_writes(
                                                "message": "1 notebook", "observedGeneration": 1,
                                                "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
                 });
-                api.patch_status(&name("ceiling", i), &params, &Patch::Apply(&status)).await?;
+                retrying(|| async {
+                    api.patch_status(&name("ceiling", i), &params, &Patch::Apply(&status))
+                        .await
+                })
+                .await?;
                 anyhow::Ok(())
             }
         })

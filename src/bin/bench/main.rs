@@ -566,6 +566,11 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("cleanup: {e:#}");
     }
     op.stop().await?;
+    report.add(
+        "bench writes retried after a transient API-server error",
+        cluster::RETRIED.load(std::sync::atomic::Ordering::Relaxed),
+        "",
+    );
 
     println!("\n| metric | value | target |\n|---|---|---|");
     for r in &report.rows {
