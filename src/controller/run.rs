@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// The annotation of client-side `kubectl apply`, stripped from cached objects.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Reporting controller name in events.
 pub const REPORTER: &str = "workspace-access-operator";
 
@@ -192,6 +195,14 @@ pub async fn run_controllers(
     Ok(())
 }
 
+/// Drops what the reconcilers never read from an object before it is cached: managedFields,
+/// and the copy of the whole object a client-side `kubectl apply` keeps in an annotation (with
+/// it, the cache would hold most objects twice).
+pub fn trim_for_cache<K: kube::Resource>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    o.annotations_mut().remove(LAST_APPLIED);
+}
+
 /// Aborts a spawned task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -211,7 +222,7 @@ fn controller_for<K: Reconciler>(
     let (reader, writer) = reflector::store::<K>();
     let objects = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(trim_for_cache)
         .reflect(writer)
         .applied_objects()
         // Spec changes bump the generation (so does deletion); finalizer changes don't, and the
@@ -232,4 +243,33 @@ fn controller_for<K: Reconciler>(
             }
             futures::future::ready(())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_objects_lose_managed_fields_and_the_last_applied_copy_only() {
+        let mut o: NotebookTokenRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "NotebookTokenRequest",
+            "metadata": {
+                "name": "ml", "namespace": "team-a",
+                "annotations": {LAST_APPLIED: "{\"spec\":{}}", "team": "ml"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {"subscriptionId": "00000000-1111-2222-3333-444444444444",
+                     "resourceGroup": "rg", "workspaceName": "ws",
+                     "azure": {"tenantId": "t", "clientId": "c",
+                               "clientSecretRef": {"name": "sp", "key": "clientSecret"}}}
+        }))
+        .unwrap();
+        let spec_before = serde_json::to_value(&o.spec).unwrap();
+        trim_for_cache(&mut o);
+        assert!(o.metadata.managed_fields.unwrap_or_default().is_empty());
+        let annotations = o.metadata.annotations.unwrap();
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(annotations["team"], "ml");
+        assert_eq!(serde_json::to_value(&o.spec).unwrap(), spec_before);
+    }
 }

@@ -493,6 +493,11 @@ async fn main() -> anyhow::Result<()> {
         mocks.count_since(restart_start, |_| true),
         "0",
     );
+    report.add(
+        "restart: operator RSS with every resource cached",
+        format!("{} MiB", op.memory().rss_kib / 1024),
+        "< 100 MiB",
+    );
     eprintln!(
         "  restart calls by operation: {}",
         mocks.breakdown_since(restart_start)
