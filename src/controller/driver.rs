@@ -4,13 +4,13 @@ use crate::api::common::HasCommonStatus;
 use crate::controller::error::{Error, Reason, Retry};
 use crate::controller::schedule::{duration_between, retry_delay};
 use crate::controller::status::{ready_transitioned, set_ready, write_status};
-use crate::controller::{Context, ManagedKind, SyncEvents};
+use crate::controller::{Context, ManagedKind, SyncEvents, run};
 use crate::providers::error::clip;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
@@ -306,7 +306,13 @@ async fn report_failure<K: Reconciler>(
     })
 }
 
-/// Publishes an event; a failure to publish is logged, not fatal.
+/// Publishes an event (`events.k8s.io/v1`); a failure to publish is logged, not fatal.
+///
+/// Events are created directly rather than through kube's `Recorder`, which keeps every event
+/// it published in memory for minutes to count repeats into a series: at thousands of
+/// resources minting at once that cache was the largest thing the operator held, and each
+/// publish scanned it under a lock. The operator publishes on changes, not on every retry, so
+/// repeats are rare and a repeated event is simply another event.
 async fn publish<K: ManagedKind>(
     ctx: &Context,
     obj: &K,
@@ -314,15 +320,35 @@ async fn publish<K: ManagedKind>(
     reason: Reason,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.as_str().into(),
+    let namespace = obj.namespace().unwrap_or_default();
+    let event = k8s_openapi::api::events::v1::Event {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some(format!("{}.", clip(&obj.name_any(), 200))),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            Timestamp::now(),
+        )),
+        type_: Some(
+            match type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        reason: Some(reason.as_str().into()),
         note: Some(clip(note, 1000)),
-        action: "Sync".into(),
-        secondary: None,
+        action: Some("Sync".into()),
+        regarding: Some(obj.object_ref(&())),
+        reporting_controller: Some(run::REPORTER.into()),
+        reporting_instance: Some(run::REPORTER.into()),
+        ..Default::default()
     };
-    match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        Ok(()) => ctx.metrics.write(K::KIND, "event"),
+    let api: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ctx.client.clone(), &namespace);
+    match api.create(&Default::default(), &event).await {
+        Ok(_) => ctx.metrics.write(K::KIND, "event"),
         Err(e) => debug!(error = %e, "could not publish event"),
     }
 }

@@ -33,7 +33,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::{Serialize, de::DeserializeOwned};
 use std::collections::HashMap;
@@ -273,8 +272,6 @@ pub struct Context {
     pub http: HttpClient,
     /// Microsoft Entra ID access tokens, cached per credential and shared by all resources.
     pub entra: Arc<EntraTokens>,
-    /// Event recorder.
-    pub recorder: Recorder,
     /// Where credential Secrets are read from.
     pub secrets: Arc<dyn SecretSource>,
     /// Metadata of owned Secrets.
@@ -298,7 +295,6 @@ impl Context {
         metrics: Arc<Metrics>,
         http: HttpClient,
     ) -> Self {
-        let recorder = Recorder::new(client.clone(), run::REPORTER.into());
         Self {
             secrets: Arc::new(credentials::CachedSecretSource::new(
                 Arc::new(credentials::KubeSecretSource(client.clone())),
@@ -309,7 +305,6 @@ impl Context {
             metrics,
             entra: Arc::new(EntraTokens::new(http.clone())),
             http,
-            recorder,
             secret_cache: SecretCache::default(),
             backoff: BackoffTracker::default(),
             clock: Arc::new(SystemClock),
