@@ -306,6 +306,15 @@ async fn report_failure<K: Reconciler>(
     })
 }
 
+/// An event's name: the object's name, a dot and 16 hex digits (as client-go names events),
+/// kept a DNS subdomain of at most 253 characters. (A `generateName` ending in a dot is
+/// refused by the API server.)
+fn event_name(object: &str, suffix: u64) -> String {
+    let head: String = object.chars().take(253 - 17).collect();
+    let head = head.trim_end_matches(['.', '-']);
+    format!("{head}.{suffix:016x}")
+}
+
 /// Publishes an event (`events.k8s.io/v1`); a failure to publish is logged, not fatal.
 ///
 /// Events are created directly rather than through kube's `Recorder`, which keeps every event
@@ -323,7 +332,7 @@ async fn publish<K: ManagedKind>(
     let namespace = obj.namespace().unwrap_or_default();
     let event = k8s_openapi::api::events::v1::Event {
         metadata: kube::api::ObjectMeta {
-            generate_name: Some(format!("{}.", clip(&obj.name_any(), 200))),
+            name: Some(event_name(&obj.name_any(), rand::random())),
             namespace: Some(namespace.clone()),
             ..Default::default()
         },
@@ -350,5 +359,24 @@ async fn publish<K: ManagedKind>(
     match api.create(&Default::default(), &event).await {
         Ok(_) => ctx.metrics.write(K::KIND, "event"),
         Err(e) => debug!(error = %e, "could not publish event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_name;
+
+    #[test]
+    fn event_names_are_dns_subdomains() {
+        assert_eq!(event_name("ml", 0xab), "ml.00000000000000ab");
+        let long = format!("{}-x", "a".repeat(235));
+        let name = event_name(&long, u64::MAX);
+        assert_eq!(name.len(), 235 + 17);
+        assert!(name.starts_with(&"a".repeat(235)) && !name.contains("-."));
+        assert!(crate::api::names::is_dns_subdomain(&name));
+        assert!(crate::api::names::is_dns_subdomain(&event_name(
+            &"b".repeat(253),
+            1
+        )));
     }
 }

@@ -1304,6 +1304,28 @@ impl State {
                 }
             },
         };
+        // The real API server validates an Event's name, and its generateName as a prefix (a
+        // trailing '-' allowed), as DNS subdomains: a generateName ending in '.' is refused.
+        if rt.plural == "events" {
+            let generate = meta.get("generateName").and_then(Value::as_str);
+            let masked = generate.map(|g| match g.strip_suffix('-') {
+                Some(head) => format!("{head}a"),
+                None => g.to_string(),
+            });
+            for (field, value) in [("name", Some(name.clone())), ("generateName", masked)] {
+                if let Some(v) = value.filter(|v| !is_dns_subdomain(v)) {
+                    return Err(ApiError::invalid(
+                        rt,
+                        &name,
+                        &format!(
+                            "metadata.{field}: Invalid value: {v:?}: a lowercase RFC 1123 \
+                             subdomain must consist of lower case alphanumeric characters, '-' \
+                             or '.', and must start and end with an alphanumeric character"
+                        ),
+                    ));
+                }
+            }
+        }
         for f in SYSTEM_META {
             meta.remove(*f);
         }
