@@ -378,6 +378,39 @@ async fn notebook_token_request_gets_its_secret_and_renews_it() {
         .wait_ready_reason::<NotebookTokenRequest>(&ns, "ml", Duration::from_secs(30))
         .await;
     assert_eq!((ready.as_str(), reason.as_str()), ("True", "Synced"));
+
+    // The mint is reported as a Normal event regarding the resource (the API server accepted
+    // it: its name and fields are valid), and no token reaches the event.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client.clone(), &ns);
+    let synced = loop {
+        let found = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ml")
+                    && e.reason.as_deref() == Some("Synced")
+            });
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            applied.elapsed() < Duration::from_secs(30),
+            "no Synced event within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(synced.type_.as_deref(), Some("Normal"));
+    assert_eq!(
+        synced.reporting_controller.as_deref(),
+        Some("workspace-access-operator")
+    );
+    let note = synced.note.unwrap_or_default();
+    assert!(note.contains("ml-notebook-token"), "{note}");
+    assert!(!note.contains("e2e-notebook-token") && !note.contains("e2e-refresh-token"));
     let status = serde_json::to_value(
         Api::<NotebookTokenRequest>::namespaced(cluster.client.clone(), &ns)
             .get("ml")
