@@ -1048,44 +1048,25 @@ async fn managed_mode_adds_the_finalizer_before_creating_a_token() {
 }
 
 #[tokio::test]
-async fn switching_to_reference_mode_keeps_the_finalizer_for_the_managed_tokens() {
+async fn a_reference_with_managed_tokens_still_recorded_gets_the_finalizer() {
+    use workspace_access_operator::controller::driver::Reconciler;
     let e = env().await;
-    e.emr.add_token(
-        WS,
-        LC,
-        "lctk-ref1",
-        "team-token",
-        "content-one-0123456",
-        Duration::from_secs(8 * H),
+    let reference = without_finalizer(resource(&e.emr, "spark", json!({"tokenId": "lctk-ref1"})));
+    assert!(!reference.needs_finalizer());
+    assert!(without_finalizer(resource(&e.emr, "spark", managed())).needs_finalizer());
+    // Switched from managed mode, with a replaced token still to delete (and, here, without
+    // the finalizer): the finalizer is added before anything else.
+    let mut switched = reference;
+    switched.status = Some(
+        serde_json::from_value(json!({"managed": {"namePrefix": "spark-", "retiring": [{
+            "tokenId": "lctk-old", "regionId": "cn-hangzhou", "workspaceId": WS,
+            "livyComputeId": LC, "deleteAfter": "2026-11-23T11:00:00Z"}]}}))
+        .unwrap(),
     );
-    e.s.insert(&resource(&e.emr, "spark", managed()));
-    e.reconcile("spark").await.unwrap();
-    let created = e.status("spark")["tokenId"].as_str().unwrap().to_owned();
-    // The user switches to reference mode: the managed token is retired (deleted after the
-    // grace period), so the resource still has provider-side state and keeps its finalizer.
-    e.s.modify::<LivyToken>(NS, "spark", |o| {
-        o["spec"]["managed"] = Value::Null;
-        o["spec"]["tokenId"] = json!("lctk-ref1");
-    });
+    assert!(switched.needs_finalizer());
+    e.s.insert(&switched);
     e.reconcile("spark").await.unwrap();
     let obj: LivyToken = e.s.get(NS, "spark").unwrap();
-    let retiring = &obj
-        .status
-        .as_ref()
-        .unwrap()
-        .managed
-        .as_ref()
-        .unwrap()
-        .retiring;
-    assert_eq!(retiring[0].token_id, created);
     assert_eq!(obj.metadata.finalizers.unwrap(), [FINALIZER]);
-    // Deleting the resource deletes the token the operator created, not the referenced one.
-    e.s.delete_object::<LivyToken>(NS, "spark");
-    e.reconcile("spark").await.unwrap();
-    assert!(e.s.get::<LivyToken>(NS, "spark").is_none());
-    assert!(
-        e.emr.token(&created).is_none(),
-        "managed token {created} leaked"
-    );
-    assert!(e.emr.token("lctk-ref1").is_some());
+    assert_eq!(e.provider_calls(), 0, "{:?}", e.emr.actions());
 }
