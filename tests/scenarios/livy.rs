@@ -77,6 +77,18 @@ fn resource(emr: &FakeEmr, name: &str, mode: Value) -> LivyToken {
 }
 
 impl Env {
+    /// The existing token the reference-mode tests read: `lctk-ref1`, valid for 8 hours.
+    fn add_team_token(&self) {
+        self.emr.add_token(
+            WS,
+            LC,
+            "lctk-ref1",
+            "team-token",
+            "content-one-0123456",
+            Duration::from_secs(8 * H),
+        );
+    }
+
     /// One reconciliation of the resource as stored now (as the controller would run it).
     async fn reconcile(&self, name: &str) -> Result<Action, String> {
         let obj: LivyToken = self.s.get(NS, name).expect("resource exists");
@@ -139,14 +151,7 @@ fn ts(s: &str) -> jiff::Timestamp {
 #[tokio::test]
 async fn reference_mode_copies_the_token_and_follows_outside_changes() {
     let e = env().await;
-    e.emr.add_token(
-        WS,
-        LC,
-        "lctk-ref1",
-        "team-token",
-        "content-one-0123456",
-        Duration::from_secs(8 * H),
-    );
+    e.add_team_token();
     e.s.insert(&resource(&e.emr, "spark", json!({"tokenId": "lctk-ref1"})));
     e.s.clear_requests();
 
@@ -992,14 +997,7 @@ fn without_finalizer(mut obj: LivyToken) -> LivyToken {
 #[tokio::test]
 async fn reference_mode_needs_no_finalizer_and_is_synced_in_one_pass() {
     let e = env().await;
-    e.emr.add_token(
-        WS,
-        LC,
-        "lctk-ref1",
-        "team-token",
-        "content-one-0123456",
-        Duration::from_secs(8 * H),
-    );
+    e.add_team_token();
     e.s.insert(&without_finalizer(resource(
         &e.emr,
         "spark",
