@@ -105,21 +105,9 @@ pub fn list_notebook_access_token_url(ws: &Workspace) -> Result<Url, ProviderErr
     ] {
         segment::check(what, value)?;
     }
-    let mut url = ws.endpoint.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|_| {
-            ProviderError::new(
-                ProviderErrorKind::InvalidRequest,
-                format!(
-                    "the Azure Resource Manager endpoint {} can't have a path",
-                    origin_of(&ws.endpoint)
-                ),
-            )
-        })?
-        .pop_if_empty()
-        .extend([
+    let mut url = segment::join(
+        &ws.endpoint,
+        [
             "subscriptions",
             &ws.subscription_id,
             "resourceGroups",
@@ -129,7 +117,17 @@ pub fn list_notebook_access_token_url(ws: &Workspace) -> Result<Url, ProviderErr
             "workspaces",
             &ws.workspace_name,
             "listNotebookAccessToken",
-        ]);
+        ],
+    )
+    .ok_or_else(|| {
+        ProviderError::new(
+            ProviderErrorKind::InvalidRequest,
+            format!(
+                "the Azure Resource Manager endpoint {} can't have a path",
+                origin_of(&ws.endpoint)
+            ),
+        )
+    })?;
     url.query_pairs_mut()
         .append_pair("api-version", &ws.api_version);
     Ok(url)

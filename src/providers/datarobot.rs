@@ -398,15 +398,8 @@ pub fn api_url(base: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
     for s in segments {
         segment::check("a path parameter", s)?;
     }
-    let mut url = base.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|_| invalid("request", "the endpoint can't have a path"))?
-        .pop_if_empty()
-        .extend(segments)
-        .push("");
-    Ok(url)
+    segment::join(base, segments.iter().copied().chain([""]))
+        .ok_or_else(|| invalid("request", "the endpoint can't have a path"))
 }
 
 /// Splits IDs into bulk batches: at most [`BULK_BATCH_SIZE`] IDs and about

@@ -314,15 +314,8 @@ pub fn api_url(base: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
     for s in segments {
         segment::check("a path parameter", s)?;
     }
-    let mut url = base.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|_| invalid("request", "the endpoint can't have a path"))?
-        .pop_if_empty()
-        .push("v1")
-        .extend(segments);
-    Ok(url)
+    segment::join(base, ["v1"].into_iter().chain(segments.iter().copied()))
+        .ok_or_else(|| invalid("request", "the endpoint can't have a path"))
 }
 
 /// The first URL of the workspace listing, with the `roles` filter if any.

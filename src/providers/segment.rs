@@ -31,6 +31,21 @@ pub fn check(what: &str, value: &str) -> Result<(), ProviderError> {
     ))
 }
 
+/// `base` without its query and fragment, with `segments` appended to its path (after a
+/// trailing empty segment, so `https://h/` + `a` is `https://h/a`), each percent-encoded as
+/// one segment. The caller has [`check`]ed every value from a spec or an answer. `None` if the
+/// base can't have a path (not an http(s) URL).
+pub fn join<'a>(base: &url::Url, segments: impl IntoIterator<Item = &'a str>) -> Option<url::Url> {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(segments);
+    Some(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +79,18 @@ mod tests {
         // Values that pass the check stay one segment.
         assert_eq!(with("a/b?c#d"), "/api/a%2Fb%3Fc%23d/tail");
         assert_eq!(with("%2e%2e"), "/api/%252e%252e/tail");
+    }
+
+    #[test]
+    fn join_appends_encoded_segments_and_drops_query_and_fragment() {
+        let base = Url::parse("https://h.example/?x=1#f").unwrap();
+        let url = join(&base, ["v1", "a/b?c", ""]).unwrap();
+        assert_eq!(url.as_str(), "https://h.example/v1/a%2Fb%3Fc/");
+        let base = Url::parse("https://h.example/api/v2/").unwrap();
+        assert_eq!(
+            join(&base, ["x"]).unwrap().as_str(),
+            "https://h.example/api/v2/x"
+        );
+        assert!(join(&Url::parse("mailto:a@b").unwrap(), ["x"]).is_none());
     }
 }

@@ -292,22 +292,15 @@ fn sub(t: Timestamp, d: Duration) -> Timestamp {
 /// percent-encoded path segment.
 pub fn token_url(authority: &Url, tenant: &str) -> Result<Url, ProviderError> {
     segment::check("the Microsoft Entra tenant", tenant)?;
-    let mut url = authority.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|_| {
-            ProviderError::new(
-                ProviderErrorKind::InvalidRequest,
-                format!(
-                    "the Microsoft Entra authority {} can't have a path",
-                    origin_of(authority)
-                ),
-            )
-        })?
-        .pop_if_empty()
-        .extend([tenant, "oauth2", "v2.0", "token"]);
-    Ok(url)
+    segment::join(authority, [tenant, "oauth2", "v2.0", "token"]).ok_or_else(|| {
+        ProviderError::new(
+            ProviderErrorKind::InvalidRequest,
+            format!(
+                "the Microsoft Entra authority {} can't have a path",
+                origin_of(authority)
+            ),
+        )
+    })
 }
 
 #[derive(Deserialize)]
