@@ -352,53 +352,31 @@ mod tests {
             "50 readers, 1 GET"
         );
 
+        // What one read of key k of Secret s in `ns` gives.
+        let read = |ns: &'static str| {
+            let cache = cache.clone();
+            async move {
+                read_key(cache.as_ref(), ns, &kref("s", "k"))
+                    .await
+                    .map(|v| v.value.expose().to_string())
+            }
+        };
+
         // A changed value is seen once the entry expired.
         *inner.value.lock().unwrap() = Some("two");
-        assert_eq!(
-            read_key(cache.as_ref(), "ns", &kref("s", "k"))
-                .await
-                .unwrap()
-                .value
-                .expose(),
-            "one"
-        );
+        assert_eq!(read("ns").await.unwrap(), "one");
         tokio::time::sleep(Duration::from_millis(350)).await;
-        assert_eq!(
-            read_key(cache.as_ref(), "ns", &kref("s", "k"))
-                .await
-                .unwrap()
-                .value
-                .expose(),
-            "two"
-        );
+        assert_eq!(read("ns").await.unwrap(), "two");
 
         // A missing Secret is not cached: it is seen as soon as it exists.
         *inner.value.lock().unwrap() = None;
         tokio::time::sleep(Duration::from_millis(350)).await;
-        assert!(
-            read_key(cache.as_ref(), "ns", &kref("s", "k"))
-                .await
-                .is_err()
-        );
+        assert!(read("ns").await.is_err());
         *inner.value.lock().unwrap() = Some("three");
-        assert_eq!(
-            read_key(cache.as_ref(), "ns", &kref("s", "k"))
-                .await
-                .unwrap()
-                .value
-                .expose(),
-            "three"
-        );
+        assert_eq!(read("ns").await.unwrap(), "three");
 
         // Other namespaces are other entries.
-        assert_eq!(
-            read_key(cache.as_ref(), "other", &kref("s", "k"))
-                .await
-                .unwrap()
-                .value
-                .expose(),
-            "three"
-        );
+        assert_eq!(read("other").await.unwrap(), "three");
     }
 
     #[test]
