@@ -17,6 +17,7 @@ pub mod preview;
 pub mod providers;
 pub mod redact;
 pub mod server;
+pub mod time;
 
 #[cfg(test)]
 mod redaction_tests;

@@ -117,9 +117,11 @@ pub async fn preview_documents(
     );
     meta.insert("generation".into(), Value::from(1));
 
-    let mut ctx = Context::new(offline_client(default_namespace), settings, metrics, http);
-    ctx.secrets = Arc::new(secrets);
-    let ctx = Arc::new(ctx);
+    let ctx = Arc::new(
+        Context::builder(offline_client(default_namespace), settings, metrics, http)
+            .secrets(Arc::new(secrets))
+            .build(),
+    );
     let kind = doc
         .get("kind")
         .and_then(Value::as_str)

@@ -3,9 +3,9 @@
 //! `[redacted]` instead, nested or not.
 
 use crate::api::common::{AzureCredentialSource, SecretKeyRef};
+use crate::controller::clients::live::AzureAuth;
 use crate::controller::credentials::CredentialValue;
 use crate::controller::secret::SecretContent;
-use crate::controller::validate::AzureAuth;
 use crate::providers::auth::acs3::AcsCredentials;
 use crate::providers::auth::entra::{AccessToken, EntraCredential, TokenRequest};
 use crate::providers::azure_ml::NotebookAccessToken;
@@ -91,6 +91,8 @@ fn debug_output_of_every_secret_carrying_type_is_redacted() {
             }),
             client_secret: Some(value),
             authority: Url::parse("https://login.microsoftonline.com").unwrap(),
+            tenant: "t".into(),
+            client_id: "c".into(),
             credential: entra,
         }),
         Box::new(Err::<(), _>(request)),

@@ -2,10 +2,11 @@
 
 use crate::api::common::HasCommonStatus;
 use crate::controller::error::{Error, Reason, Retry};
-use crate::controller::schedule::{duration_between, retry_delay};
-use crate::controller::status::{ready_transitioned, set_ready, write_status};
-use crate::controller::{Context, ManagedKind, SyncEvents, run};
+use crate::controller::schedule::retry_delay;
+use crate::controller::status::{Checkpoint, ready_transitioned, set_ready};
+use crate::controller::{Context, ManagedKind, SyncEvents, object_key};
 use crate::providers::error::clip;
+use crate::time::{add, duration_between};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use kube::api::Api;
@@ -69,8 +70,14 @@ pub trait Reconciler: ManagedKind {
         Self::FINALIZER.is_some()
     }
 
-    /// Brings the world in line with the spec and returns the desired status.
-    async fn sync(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Synced<Self::Status>, Error>;
+    /// Brings the world in line with the spec and returns the desired status. A sync that
+    /// causes a provider-side effect records the status naming it in `checkpoint` first (see
+    /// [`Checkpoint`]); the driver writes the final status over it.
+    async fn sync(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+        checkpoint: &mut Checkpoint<Self>,
+    ) -> Result<Synced<Self::Status>, Error>;
 
     /// Runs the provider side of a sync once without touching the cluster (no Secret or status
     /// write, no provider-side state left behind), for `preview`.
@@ -80,16 +87,6 @@ pub trait Reconciler: ManagedKind {
     async fn cleanup(_obj: Arc<Self>, _ctx: Arc<Context>) -> Result<(), Error> {
         Ok(())
     }
-}
-
-/// The key failures are counted under.
-pub fn backoff_key<K: Resource>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        obj.namespace().unwrap_or_default(),
-        obj.name_any(),
-        obj.uid().unwrap_or_default()
-    )
 }
 
 /// Reconciles one object: the function given to `Controller::run`.
@@ -141,9 +138,13 @@ pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
 }
 
 /// Requeue policy for errors that escaped the driver (the API server failing a status write):
-/// capped exponential backoff.
+/// capped exponential backoff. An error the driver already reported (a failed cleanup) is
+/// requeued after the delay its report announced.
 pub fn error_policy<K: Reconciler>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = backoff_key(obj.as_ref());
+    if let Error::Reported { retry_in, .. } = err {
+        return Action::requeue(*retry_in);
+    }
+    let key = object_key(obj.as_ref());
     let failures = ctx.backoff.failed(&key);
     let delay = retry_delay(
         failures,
@@ -160,19 +161,24 @@ pub fn error_policy<K: Reconciler>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) 
 
 async fn sync_and_report<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = ctx.now();
-    let key = backoff_key(obj.as_ref());
-    // A record left by an earlier reconciliation is older than the object we were given.
-    let _: Option<K::Status> = ctx.take_progress(&key);
-    let result = K::sync(obj.clone(), ctx.clone()).await;
-    // The status as last written: what the sync recorded on the way, else what we were given.
-    let progress: Option<K::Status> = ctx.take_progress(&key);
-    let current = progress.as_ref().or(obj.status());
-    match result {
-        Ok(synced) => report_success(&obj, current, &ctx, synced, now).await,
-        Err(err) => report_failure(&obj, current, &ctx, err, now).await,
+    let mut checkpoint = Checkpoint::new(obj.clone(), ctx.client.clone(), ctx.metrics.clone());
+    match K::sync(obj.clone(), ctx.clone(), &mut checkpoint).await {
+        Ok(synced) => report_success(&obj, checkpoint, &ctx, synced, now).await,
+        Err(err) => {
+            let delay = failure_delay(obj.as_ref(), &ctx, &err);
+            report_failure(&obj, checkpoint, &ctx, &err, None, delay, now).await?;
+            Ok(match delay {
+                Some(d) => Action::requeue(d.max(MIN_REQUEUE)),
+                None => Action::await_change(),
+            })
+        }
     }
 }
 
+/// The finalizer's cleanup. A failure is reported with its own reason and the time of the
+/// retry, and returned as [`Error::Reported`] so that the finalizer stays and
+/// [`error_policy`] retries at that time. A cleanup is always retried (with backoff): the
+/// resource is going away, so waiting for a spec change would leave it stuck.
 async fn cleanup_and_report<K: Reconciler>(
     obj: Arc<K>,
     ctx: Arc<Context>,
@@ -180,43 +186,74 @@ async fn cleanup_and_report<K: Reconciler>(
     let now = ctx.now();
     match K::cleanup(obj.clone(), ctx.clone()).await {
         Ok(()) => {
-            ctx.backoff.reset(&backoff_key(obj.as_ref()));
+            ctx.backoff.reset(&object_key(obj.as_ref()));
             Ok(Action::await_change())
         }
         Err(err) => {
-            // Report, then fail so the finalizer stays and the cleanup is retried.
-            let progress: Option<K::Status> = ctx.take_progress(&backoff_key(obj.as_ref()));
-            let current = progress.as_ref().or(obj.status());
-            let _ = report_failure(&obj, current, &ctx, clone_for_report(&err), now).await;
-            Err(err)
+            let key = object_key(obj.as_ref());
+            let retry_after = match err.retry() {
+                Retry::Backoff(after) => after,
+                Retry::OnSpecChange => None,
+            };
+            let delay = retry_delay(
+                ctx.backoff.failed(&key),
+                retry_after,
+                ctx.settings.base_backoff,
+                ctx.settings.max_backoff,
+                &key,
+            )
+            .max(MIN_REQUEUE);
+            let checkpoint = Checkpoint::new(obj.clone(), ctx.client.clone(), ctx.metrics.clone());
+            // A failed status write is logged; the cleanup's own error is what is retried.
+            if let Err(e) = report_failure(
+                &obj,
+                checkpoint,
+                &ctx,
+                &err,
+                Some("deleting"),
+                Some(delay),
+                now,
+            )
+            .await
+            {
+                debug!(error = %e, "could not report the failed cleanup");
+            }
+            Err(Error::Reported {
+                source: Box::new(err),
+                retry_in: delay,
+            })
         }
     }
 }
 
-/// Errors aren't Clone (kube::Error isn't); rebuild one with the same reason and message.
-fn clone_for_report(err: &Error) -> Error {
-    let msg = format!("deleting: {}", err.message());
-    match err {
-        Error::Provider(p) => {
-            let mut p = p.clone();
-            p.message = format!("deleting: {}", p.message);
-            Error::Provider(p)
+/// When to retry after `err`: `None` waits for a change of the resource.
+fn failure_delay<K: Resource>(obj: &K, ctx: &Context, err: &Error) -> Option<Duration> {
+    match err.retry() {
+        Retry::OnSpecChange => None,
+        Retry::Backoff(retry_after) => {
+            let key = object_key(obj);
+            let failures = ctx.backoff.failed(&key);
+            Some(retry_delay(
+                failures,
+                retry_after,
+                ctx.settings.base_backoff,
+                ctx.settings.max_backoff,
+                &key,
+            ))
         }
-        Error::CredentialsNotFound(_) => Error::CredentialsNotFound(msg),
-        Error::PodIdentityNotAllowed(_) => Error::PodIdentityNotAllowed(msg),
-        Error::SecretConflict(_) => Error::SecretConflict(msg),
-        _ => Error::InvalidSpec(msg),
     }
 }
 
 async fn report_success<K: Reconciler>(
     obj: &Arc<K>,
-    current: Option<&K::Status>,
+    mut checkpoint: Checkpoint<K>,
     ctx: &Arc<Context>,
     synced: Synced<K::Status>,
     now: Timestamp,
 ) -> Result<Action, Error> {
-    ctx.backoff.reset(&backoff_key(obj.as_ref()));
+    ctx.backoff.reset(&object_key(obj.as_ref()));
+    let current = checkpoint.current().cloned();
+    let current = current.as_ref();
     let generation = obj.meta().generation;
     let mut status = synced.status;
     let mut conditions = current
@@ -238,7 +275,7 @@ async fn report_success<K: Reconciler>(
         .last_sync
         .or_else(|| current.and_then(|s| s.common().last_sync_time));
     let transitioned = ready_transitioned(current, &status);
-    let wrote = write_status(&ctx.client, obj.as_ref(), current, &status, &ctx.metrics).await?;
+    let wrote = checkpoint.record(&status).await?;
     let note = match (ctx.settings.sync_events, synced.event, transitioned) {
         (SyncEvents::None, _, _) => None,
         (SyncEvents::All, Some(note), _) => Some(note),
@@ -255,33 +292,28 @@ async fn report_success<K: Reconciler>(
     Ok(Action::requeue(wait))
 }
 
+/// Writes the Ready=False status for `err` (keeping the last good token data or inventory)
+/// with `nextSyncTime` after `delay`, and publishes a Warning on a transition. `doing` names
+/// what failed when it is not the sync (e.g. "deleting").
 async fn report_failure<K: Reconciler>(
     obj: &Arc<K>,
-    current: Option<&K::Status>,
+    mut checkpoint: Checkpoint<K>,
     ctx: &Arc<Context>,
-    err: Error,
+    err: &Error,
+    doing: Option<&str>,
+    delay: Option<Duration>,
     now: Timestamp,
-) -> Result<Action, Error> {
-    let key = backoff_key(obj.as_ref());
+) -> Result<(), Error> {
     let reason = err.reason();
-    let message = err.message();
-    let delay = match err.retry() {
-        Retry::OnSpecChange => None,
-        Retry::Backoff(retry_after) => {
-            let failures = ctx.backoff.failed(&key);
-            Some(retry_delay(
-                failures,
-                retry_after,
-                ctx.settings.base_backoff,
-                ctx.settings.max_backoff,
-                &key,
-            ))
-        }
+    let message = match doing {
+        Some(doing) => clip(&format!("{doing}: {}", err.message()), 1000),
+        None => err.message(),
     };
     ctx.metrics.failure(K::KIND, reason.as_str());
     let generation = obj.meta().generation;
+    let current = checkpoint.current().cloned();
     // Start from the current status: the last good token data or inventory stays in place.
-    let mut status = current.cloned().unwrap_or_default();
+    let mut status = current.clone().unwrap_or_default();
     let common = status.common_mut();
     set_ready(
         &mut common.conditions,
@@ -292,18 +324,15 @@ async fn report_failure<K: Reconciler>(
         now,
     );
     common.observed_generation = generation;
-    common.next_sync_time = delay.map(|d| crate::controller::schedule::add(now, d));
-    let transitioned = ready_transitioned(current, &status);
-    write_status(&ctx.client, obj.as_ref(), current, &status, &ctx.metrics).await?;
+    common.next_sync_time = delay.map(|d| add(now, d));
+    let transitioned = ready_transitioned(current.as_ref(), &status);
+    checkpoint.record(&status).await?;
     if transitioned {
         publish(ctx, obj.as_ref(), EventType::Warning, reason, &message).await;
     }
     info!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
           reason = reason.as_str(), message = %message, retry_in = ?delay, "not ready");
-    Ok(match delay {
-        Some(d) => Action::requeue(d.max(MIN_REQUEUE)),
-        None => Action::await_change(),
-    })
+    Ok(())
 }
 
 /// An event's name: the object's name, a dot and 16 hex digits (as client-go names events),
@@ -350,8 +379,8 @@ async fn publish<K: ManagedKind>(
         note: Some(clip(note, 1000)),
         action: Some("Sync".into()),
         regarding: Some(obj.object_ref(&())),
-        reporting_controller: Some(run::REPORTER.into()),
-        reporting_instance: Some(run::REPORTER.into()),
+        reporting_controller: Some(ctx.reporter.controller.into()),
+        reporting_instance: Some(ctx.reporter.instance.clone()),
         ..Default::default()
     };
     let api: Api<k8s_openapi::api::events::v1::Event> =

@@ -94,6 +94,16 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("Kubernetes API: {}", describe_kube_error(.0))]
     Kube(#[from] kube::Error),
+    /// A failure the driver has already reported (condition, event, metrics), e.g. a failed
+    /// cleanup that must fail the finalizer so that it stays: it is only to be retried, after
+    /// `retry_in`.
+    #[error("{source}")]
+    Reported {
+        /// What failed.
+        source: Box<Error>,
+        /// When the report said it is retried.
+        retry_in: Duration,
+    },
 }
 
 /// A readable one-line description of a Kubernetes API error (kube's own Display repeats the
@@ -127,6 +137,7 @@ impl Error {
             },
             Error::SecretConflict(_) => Reason::SecretConflict,
             Error::Kube(_) => Reason::KubernetesError,
+            Error::Reported { source, .. } => source.reason(),
         }
     }
 
@@ -142,6 +153,7 @@ impl Error {
             Error::CredentialsNotFound(_) | Error::SecretConflict(_) | Error::Kube(_) => {
                 Retry::Backoff(None)
             }
+            Error::Reported { retry_in, .. } => Retry::Backoff(Some(*retry_in)),
         }
     }
 

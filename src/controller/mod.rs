@@ -7,6 +7,7 @@
 //! only when they changed, emits events on transitions, records metrics, and decides the
 //! requeue (renewal time, or capped backoff / Retry-After after a failure).
 
+pub mod clients;
 pub mod credentials;
 pub mod driver;
 pub mod error;
@@ -20,11 +21,12 @@ pub mod status;
 pub mod validate;
 pub mod workspace_view;
 
-use crate::api::common::HasCommonStatus;
+use crate::api::common::{FIELD_MANAGER, HasCommonStatus};
 use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
+use crate::controller::clients::ClientFactory;
+use crate::controller::clients::live::LiveClients;
 use crate::controller::credentials::{PodIdentityPolicy, SecretSource};
 use crate::metrics::Metrics;
-use crate::providers::auth::entra::EntraTokens;
 use crate::providers::endpoint::EndpointPolicy;
 use crate::providers::http::HttpClient;
 use jiff::Timestamp;
@@ -32,6 +34,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::{Serialize, de::DeserializeOwned};
@@ -186,7 +189,7 @@ impl ManualClock {
     /// Moves the clock forward.
     pub fn advance(&self, d: Duration) {
         let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *t = schedule::add(*t, d);
+        *t = crate::time::add(*t, d);
     }
     /// Sets the clock.
     pub fn set(&self, to: Timestamp) {
@@ -260,6 +263,54 @@ impl BackoffTracker {
     }
 }
 
+/// The key an object's in-memory state (failure count, checkpoint) is kept under:
+/// `namespace/name/uid`, so that a recreated object starts afresh.
+pub fn object_key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any(),
+        obj.uid().unwrap_or_default()
+    )
+}
+
+/// Who publishes the operator's events: the controller name (the field manager) and this
+/// replica's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reporter {
+    /// `reportingController` of events.
+    pub controller: &'static str,
+    /// `reportingInstance` of events: the pod name (`POD_NAME`), else the host name.
+    pub instance: String,
+}
+
+impl Reporter {
+    /// Longest `reportingInstance` the API server accepts.
+    pub const MAX_INSTANCE: usize = 128;
+
+    /// This process: `POD_NAME`, else `HOSTNAME` or `/etc/hostname`, else the controller name.
+    pub fn from_environment() -> Self {
+        let lookup = |name: &str| std::env::var(name).ok();
+        let file = std::fs::read_to_string("/etc/hostname").ok();
+        Self::from_sources(&lookup, file.as_deref())
+    }
+
+    /// [`Self::from_environment`] with its sources given (tests).
+    pub fn from_sources(env: &dyn Fn(&str) -> Option<String>, hostname_file: Option<&str>) -> Self {
+        let instance = ["POD_NAME", "HOSTNAME"]
+            .iter()
+            .filter_map(|n| env(n))
+            .chain(hostname_file.map(str::to_owned))
+            .map(|v| v.trim().to_owned())
+            .find(|v| !v.is_empty())
+            .unwrap_or_else(|| FIELD_MANAGER.to_owned());
+        Self {
+            controller: FIELD_MANAGER,
+            instance: instance.chars().take(Self::MAX_INSTANCE).collect(),
+        }
+    }
+}
+
 /// Everything reconcilers share.
 pub struct Context {
     /// Kubernetes client.
@@ -268,65 +319,175 @@ pub struct Context {
     pub settings: Settings,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// HTTP client for provider calls.
-    pub http: HttpClient,
-    /// Microsoft Entra ID access tokens, cached per credential and shared by all resources.
-    pub entra: Arc<EntraTokens>,
-    /// Where credential Secrets are read from.
-    pub secrets: Arc<dyn SecretSource>,
+    /// Where reconcilers get provider clients (endpoint policy, credentials, provider token
+    /// caches, rate limits).
+    pub clients: Arc<dyn ClientFactory>,
     /// Metadata of owned Secrets.
     pub secret_cache: SecretCache,
     /// Failure counts for backoff.
     pub backoff: BackoffTracker,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// The operator pod's Alibaba Cloud RRSA credentials (STS), cached and shared.
-    pub alibaba_rrsa: Arc<crate::providers::auth::sts::RrsaCredentials>,
-    /// Statuses a sync wrote before finishing (progress records), by object, so that the
-    /// driver builds on them rather than on the status the reconciliation started from.
-    pub progress: Mutex<HashMap<String, serde_json::Value>>,
+    /// Who publishes events.
+    pub reporter: Reporter,
 }
 
 impl Context {
-    /// A context reading credentials from the cluster.
+    /// A context reading credentials from the cluster, with the real provider clients.
     pub fn new(
         client: kube::Client,
         settings: Settings,
         metrics: Arc<Metrics>,
         http: HttpClient,
     ) -> Self {
-        Self {
-            secrets: Arc::new(credentials::CachedSecretSource::new(
-                Arc::new(credentials::KubeSecretSource(client.clone())),
-                settings.credential_cache_ttl,
-            )),
-            client,
-            settings,
-            metrics,
-            entra: Arc::new(EntraTokens::new(http.clone())),
-            http,
-            secret_cache: SecretCache::default(),
-            backoff: BackoffTracker::default(),
-            clock: Arc::new(SystemClock),
-            alibaba_rrsa: Arc::new(
-                crate::providers::auth::sts::RrsaCredentials::from_process_env(),
-            ),
-            progress: Mutex::new(HashMap::new()),
-        }
+        ContextBuilder::new(client, settings, metrics, http).build()
+    }
+
+    /// A builder, for contexts with another clock, Secret source or client factory.
+    pub fn builder(
+        client: kube::Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        http: HttpClient,
+    ) -> ContextBuilder {
+        ContextBuilder::new(client, settings, metrics, http)
     }
 
     /// Now, by the context's clock.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
+}
 
-    /// Takes the status a sync of the object with `key` recorded as progress, if any.
-    pub fn take_progress<S: DeserializeOwned>(&self, key: &str) -> Option<S> {
-        let value = self
-            .progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key)?;
-        serde_json::from_value(value).ok()
+/// Builds a [`Context`]: by default the system clock, credentials read from the cluster
+/// (cached for `settings.credential_cache_ttl`) and [`LiveClients`].
+pub struct ContextBuilder {
+    client: kube::Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    http: HttpClient,
+    clock: Arc<dyn Clock>,
+    secrets: Option<Arc<dyn SecretSource>>,
+    live: Option<Box<dyn FnOnce(LiveClients) -> LiveClients + Send>>,
+    clients: Option<Arc<dyn ClientFactory>>,
+    reporter: Option<Reporter>,
+}
+
+impl ContextBuilder {
+    fn new(
+        client: kube::Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        http: HttpClient,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            metrics,
+            http,
+            clock: Arc::new(SystemClock),
+            secrets: None,
+            live: None,
+            clients: None,
+            reporter: None,
+        }
+    }
+
+    /// The clock (of the reconcilers and the provider clients).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where credentials Secrets are read from (default: the cluster, cached).
+    pub fn secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// Adjusts the real client factory once it is built (e.g. another Entra cache).
+    pub fn live_clients(
+        mut self,
+        adjust: impl FnOnce(LiveClients) -> LiveClients + Send + 'static,
+    ) -> Self {
+        self.live = Some(Box::new(adjust));
+        self
+    }
+
+    /// Another client factory instead of the real one (fakes in tests).
+    pub fn clients(mut self, clients: Arc<dyn ClientFactory>) -> Self {
+        self.clients = Some(clients);
+        self
+    }
+
+    /// Who publishes events (default: [`Reporter::from_environment`]).
+    pub fn reporter(mut self, reporter: Reporter) -> Self {
+        self.reporter = Some(reporter);
+        self
+    }
+
+    /// The context.
+    pub fn build(self) -> Context {
+        let clients = match self.clients {
+            Some(c) => c,
+            None => {
+                let secrets = self.secrets.unwrap_or_else(|| {
+                    Arc::new(credentials::CachedSecretSource::new(
+                        Arc::new(credentials::KubeSecretSource(self.client.clone())),
+                        self.settings.credential_cache_ttl,
+                    ))
+                });
+                let live = LiveClients::new(
+                    self.http,
+                    self.settings.endpoint_policy.clone(),
+                    self.settings.pod_identity.clone(),
+                    secrets,
+                    self.clock.clone(),
+                );
+                let live = match self.live {
+                    Some(adjust) => adjust(live),
+                    None => live,
+                };
+                Arc::new(live)
+            }
+        };
+        Context {
+            client: self.client,
+            settings: self.settings,
+            metrics: self.metrics,
+            clients,
+            secret_cache: SecretCache::default(),
+            backoff: BackoffTracker::default(),
+            clock: self.clock,
+            reporter: self.reporter.unwrap_or_else(Reporter::from_environment),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reporting_instance_is_the_pod_name_else_the_host_name() {
+        let env = |pod: Option<&'static str>, host: Option<&'static str>| {
+            move |name: &str| match name {
+                "POD_NAME" => pod.map(str::to_owned),
+                "HOSTNAME" => host.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let r = Reporter::from_sources(&env(Some("wao-7d9f-x2"), Some("node")), Some("h"));
+        assert_eq!(r.instance, "wao-7d9f-x2");
+        assert_eq!(r.controller, "workspace-access-operator");
+        let r = Reporter::from_sources(&env(None, Some("wao-host")), Some("h"));
+        assert_eq!(r.instance, "wao-host");
+        let r = Reporter::from_sources(&env(None, None), Some("from-file\n"));
+        assert_eq!(r.instance, "from-file");
+        let r = Reporter::from_sources(&env(Some(" "), None), None);
+        assert_eq!(r.instance, "workspace-access-operator");
+        let long = "p".repeat(300);
+        let r = Reporter::from_sources(&|_| Some(long.clone()), None);
+        assert_eq!(r.instance.len(), Reporter::MAX_INSTANCE);
     }
 }

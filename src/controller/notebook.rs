@@ -11,18 +11,17 @@
 use crate::api::NotebookTokenRequest;
 use crate::api::common::TokenSecretSpec;
 use crate::api::notebook_token_request::NotebookTokenRequestStatus;
+use crate::controller::clients::NotebookTokens;
 use crate::controller::error::Error;
 use crate::controller::schedule::{self, RecordedToken, recorded_token};
 use crate::controller::secret::{
-    SecretContent, SecretState, apply_secret, check_ownership, rfc3339, secret_name,
+    SecretContent, SecretState, apply_secret, check_ownership, secret_name,
 };
-use crate::controller::validate::AzureAuth;
+use crate::controller::status::Checkpoint;
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};
-use crate::providers::azure_cloud;
-use crate::providers::azure_ml::{self, NotebookAccessToken, Workspace};
-use crate::providers::endpoint::Service;
-use crate::providers::error::ProviderErrorKind;
+use crate::providers::azure_ml::NotebookAccessToken;
 use crate::redact::SecretString;
+use crate::time::{rfc3339, whole_second};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -52,46 +51,26 @@ pub mod keys {
     pub const SCOPE: &str = "scope";
 }
 
-/// A resource that passed validation: what to call, and with which credentials.
-#[derive(Clone, Debug)]
+/// A resource that passed validation: the client to mint its tokens with.
 pub struct Checked {
-    /// The workspace (and ARM endpoint) to call.
-    pub workspace: Workspace,
-    /// The Azure credentials.
-    pub auth: AzureAuth,
-    /// The `.default` scope of Azure Resource Manager in the resource's cloud.
-    pub scope: &'static str,
+    /// Notebook tokens for the resource's workspace, with its credentials.
+    pub tokens: Arc<dyn NotebookTokens>,
     /// `spec.renewBefore`, if set.
     pub renew_before: Option<std::time::Duration>,
 }
 
-/// Everything checked before calling Azure. The CRD schema checks the names too; this repeats
-/// it for resources that never went through the API server (`preview`).
+/// Everything checked before calling Azure: the spec here (the CRD schema checks the names
+/// too; this repeats it for resources that never went through the API server, e.g.
+/// `preview`), the endpoint and credentials by the client factory.
 pub async fn validate(obj: &NotebookTokenRequest, ctx: &Context) -> Result<Checked, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let spec = &obj.spec;
     let renew_before = validate::positive("spec.renewBefore", spec.renew_before.as_ref())?;
     check_names(spec)?;
     validate::secret_name("spec.secretName", spec.secret_name.as_deref())?;
-    let cloud = azure_cloud::endpoints(spec.azure.cloud);
-    let endpoint = validate::endpoint(
-        ctx,
-        Service::AzureResourceManager,
-        "spec.endpoint",
-        spec.endpoint.as_deref(),
-        cloud.resource_manager,
-    )?;
-    let auth = validate::azure(ctx, &ns, "spec.azure", &spec.azure).await?;
+    let tokens = ctx.clients.notebook_tokens(&ns, spec).await?;
     Ok(Checked {
-        workspace: Workspace {
-            endpoint,
-            subscription_id: spec.subscription_id.clone(),
-            resource_group: spec.resource_group.clone(),
-            workspace_name: spec.workspace_name.clone(),
-            api_version: spec.api_version.clone(),
-        },
-        auth,
-        scope: cloud.resource_manager_scope,
+        tokens,
         renew_before,
     })
 }
@@ -153,27 +132,6 @@ fn is_guid(s: &str) -> bool {
         })
 }
 
-/// Gets an ARM token from the shared Entra cache and calls `listNotebookAccessToken`. A 401
-/// from ARM drops the cached Entra token, so the retry gets a fresh one.
-async fn mint(
-    obj: &NotebookTokenRequest,
-    ctx: &Context,
-    checked: &Checked,
-    now: Timestamp,
-) -> Result<NotebookAccessToken, Error> {
-    let request = checked.auth.token_request(&obj.spec.azure, checked.scope);
-    let bearer = ctx.entra.token(&request, now).await?;
-    match azure_ml::list_notebook_access_token(&ctx.http, &bearer.token, &checked.workspace).await {
-        Ok(token) => Ok(token),
-        Err(e) => {
-            if e.kind == ProviderErrorKind::AuthenticationFailed {
-                ctx.entra.invalidate(&request);
-            }
-            Err(e.into())
-        }
-    }
-}
-
 /// A minted token, with the times that go into the Secret and status.
 struct Minted {
     token: NotebookAccessToken,
@@ -189,10 +147,9 @@ fn schedule_token(
 ) -> Minted {
     // Whole seconds (rounded down), as the Secret's annotations record them, so that the
     // status and the annotations agree after a restart.
-    let whole = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
-    let expires_at = whole(schedule::add(now, token.expires_in));
+    let expires_at = whole_second(crate::time::add(now, token.expires_in));
     let seed = format!("{}/{}", obj.uid().unwrap_or_default(), expires_at);
-    let renew_at = whole(schedule::renew_at(
+    let renew_at = whole_second(schedule::renew_at(
         now,
         expires_at,
         checked.renew_before,
@@ -308,6 +265,7 @@ impl Reconciler for NotebookTokenRequest {
     async fn sync(
         obj: Arc<Self>,
         ctx: Arc<Context>,
+        _checkpoint: &mut Checkpoint<Self>,
     ) -> Result<Synced<NotebookTokenRequestStatus>, Error> {
         let now = ctx.now();
         let checked = validate(&obj, &ctx).await?;
@@ -320,7 +278,7 @@ impl Reconciler for NotebookTokenRequest {
             return Ok(synced);
         }
 
-        let token = mint(&obj, &ctx, &checked, now).await?;
+        let token = checked.tokens.notebook_access_token().await?;
         let minted = schedule_token(&obj, &checked, token, now);
         let content = SecretContent {
             data: secret_data(&minted),
@@ -360,7 +318,7 @@ impl Reconciler for NotebookTokenRequest {
         let now = ctx.now();
         let checked = validate(&obj, &ctx).await?;
         let name = secret_name(obj.as_ref(), obj.spec.secret_name());
-        let token = mint(&obj, &ctx, &checked, now).await?;
+        let token = checked.tokens.notebook_access_token().await?;
         let minted = schedule_token(&obj, &checked, token, now);
         let mut status = status_for(None, &name, &minted);
         status.common.last_sync_time = Some(now);

@@ -26,9 +26,6 @@ use tracing::{debug, info, warn};
 /// The annotation of client-side `kubectl apply`, stripped from cached objects.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Reporting controller name in events.
-pub const REPORTER: &str = "workspace-access-operator";
-
 /// Options of the controllers.
 #[derive(Clone, Debug)]
 pub struct ControllerOptions {

@@ -3,7 +3,8 @@
 //! clock: callers pass `now`.
 
 use crate::api::common::{EXPIRES_AT_ANNOTATION, GENERATION_ANNOTATION, RENEW_AT_ANNOTATION};
-use jiff::{SignedDuration, Timestamp};
+use crate::time::{duration_between, sub};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::time::Duration;
 
@@ -94,13 +95,10 @@ pub struct RecordedToken {
     pub renew_at: Timestamp,
 }
 
-/// Restart recovery: the token an owned Secret holds, if it was obtained for `generation` and
-/// its renewal time has not come yet. `None` means a provider call is due.
-pub fn recorded_token(
-    meta: &ObjectMeta,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Option<RecordedToken> {
+/// The token an owned Secret records in its annotations, if they were written for
+/// `generation`: its `expires-at` and `renew-at` (`renew-at` defaults to `expires-at`). Due
+/// or not; see [`recorded_token`] for restart recovery.
+pub fn recorded(meta: &ObjectMeta, generation: Option<i64>) -> Option<RecordedToken> {
     let ann = meta.annotations.as_ref()?;
     let for_generation: i64 = ann.get(GENERATION_ANNOTATION)?.parse().ok()?;
     if Some(for_generation) != generation {
@@ -111,36 +109,27 @@ pub fn recorded_token(
         .get(RENEW_AT_ANNOTATION)
         .and_then(|s| s.parse().ok())
         .unwrap_or(expires_at);
-    (now < renew_at && now < expires_at).then_some(RecordedToken {
+    Some(RecordedToken {
         expires_at,
         renew_at,
     })
 }
 
-/// `to - from`, or zero if `to` is earlier.
-pub fn duration_between(from: Timestamp, to: Timestamp) -> Duration {
-    let d = to.duration_since(from);
-    if d.is_negative() {
-        Duration::ZERO
-    } else {
-        d.unsigned_abs()
+impl RecordedToken {
+    /// Whether neither the renewal time nor the expiry has come at `now`.
+    pub fn is_current(&self, now: Timestamp) -> bool {
+        now < self.renew_at && now < self.expires_at
     }
 }
 
-/// `t + d`, saturating at the maximum timestamp.
-pub fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|sd| t.checked_add(sd).ok())
-        .unwrap_or(Timestamp::MAX)
-}
-
-/// `t - d`, saturating at the minimum timestamp.
-pub fn sub(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|sd| t.checked_sub(sd).ok())
-        .unwrap_or(Timestamp::MIN)
+/// Restart recovery: the token an owned Secret holds, if it was obtained for `generation` and
+/// its renewal time has not come yet. `None` means a provider call is due.
+pub fn recorded_token(
+    meta: &ObjectMeta,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<RecordedToken> {
+    recorded(meta, generation).filter(|r| r.is_current(now))
 }
 
 #[cfg(test)]
@@ -308,12 +297,23 @@ mod tests {
     }
 
     #[test]
-    fn time_arithmetic_saturates() {
+    fn secret_annotations_count_only_for_this_generation() {
+        let meta = meta(&[
+            (GENERATION_ANNOTATION, "2"),
+            (EXPIRES_AT_ANNOTATION, "2026-11-30T10:00:00Z"),
+            (RENEW_AT_ANNOTATION, "2026-11-29T17:00:00Z"),
+        ]);
+        let r = recorded(&meta, Some(2)).unwrap();
+        assert_eq!(r.renew_at, ts("2026-11-29T17:00:00Z"));
+        assert_eq!(r.expires_at, ts("2026-11-30T10:00:00Z"));
+        assert!(recorded(&meta, Some(3)).is_none());
+        assert!(recorded(&ObjectMeta::default(), Some(2)).is_none());
+        // Due or not, the record is read; restart recovery takes it only before renewal.
+        assert!(r.is_current(ts("2026-11-29T16:59:59Z")));
+        assert!(!r.is_current(ts("2026-11-29T17:00:00Z")));
         assert_eq!(
-            duration_between(ts("2026-01-02T00:00:00Z"), ts("2026-01-01T00:00:00Z")),
-            Duration::ZERO
+            recorded_token(&meta, Some(2), ts("2026-11-29T17:00:00Z")),
+            None
         );
-        assert_eq!(add(Timestamp::MAX, Duration::from_secs(5)), Timestamp::MAX);
-        assert_eq!(sub(Timestamp::MIN, Duration::from_secs(5)), Timestamp::MIN);
     }
 }

@@ -7,6 +7,7 @@ use crate::api::common::*;
 use crate::controller::error::Error;
 use crate::controller::{Context, ManagedKind};
 use crate::redact::SecretString;
+use crate::time::rfc3339;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -186,14 +187,6 @@ pub async fn apply_secret<K: ManagedKind>(
     crate::controller::retry_on_conflict(|| api.patch(name, &params, &patch)).await?;
     ctx.metrics.write(K::KIND, "secret");
     Ok(())
-}
-
-/// RFC 3339 with second precision, as written into annotations and Secret keys.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second)
-        .unwrap_or(t)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 #[cfg(test)]

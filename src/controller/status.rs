@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use std::sync::Arc;
 
 /// Type of the condition every kind carries.
 pub const READY: &str = "Ready";
@@ -94,32 +95,52 @@ pub async fn write_status<K: ManagedKind>(
     Ok(true)
 }
 
-/// Writes a status in the middle of a sync (e.g. a token created at the provider, to be
-/// recorded before anything else can fail) and remembers it, so that the driver's final write
-/// (success or failure) starts from it instead of dropping it.
-pub async fn record_progress<K: ManagedKind>(
-    ctx: &crate::controller::Context,
-    obj: &K,
-    desired: &K::Status,
-) -> Result<(), kube::Error> {
-    let key = crate::controller::driver::backoff_key(obj);
-    let previous: Option<K::Status> = ctx.take_progress(&key);
-    let current = previous.as_ref().or(obj.status());
-    let result = write_status(&ctx.client, obj, current, desired, &ctx.metrics).await;
-    let latest = match result {
-        Ok(_) => Some(desired),
-        // Not written: the previous record (if any) is still the latest.
-        Err(_) => previous.as_ref(),
-    };
-    if let Some(latest) = latest
-        && let Ok(value) = serde_json::to_value(latest)
-    {
-        ctx.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, value);
+/// The status of one object as the current reconciliation last wrote it: the one place the
+/// driver and a sync write status through.
+///
+/// The driver makes one per reconciliation, from the object it was given. A sync that is about
+/// to cause a provider-side effect the next steps depend on (a Livy token created at the
+/// provider) [`record`](Self::record)s the status that names it first (write-ahead); the driver's
+/// final write (success or failure) then starts from what was recorded, not from the status
+/// the reconciliation started with, so the record is never lost.
+pub struct Checkpoint<K: ManagedKind> {
+    obj: Arc<K>,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    /// What this reconciliation wrote last; `None`: nothing yet.
+    written: Option<K::Status>,
+}
+
+impl<K: ManagedKind> Checkpoint<K> {
+    /// A checkpoint of `obj`, writing through `client`.
+    pub fn new(obj: Arc<K>, client: kube::Client, metrics: Arc<Metrics>) -> Self {
+        Self {
+            obj,
+            client,
+            metrics,
+            written: None,
+        }
     }
-    result.map(|_| ())
+
+    /// The status as last written: recorded in this reconciliation, else the object's.
+    pub fn current(&self) -> Option<&K::Status> {
+        self.written.as_ref().or(self.obj.status())
+    }
+
+    /// Writes `desired` now (if it differs from [`Self::current`]); from then on it is the
+    /// current status. A failed write leaves the previous one current.
+    pub async fn record(&mut self, desired: &K::Status) -> Result<bool, kube::Error> {
+        let wrote = write_status(
+            &self.client,
+            self.obj.as_ref(),
+            self.current(),
+            desired,
+            &self.metrics,
+        )
+        .await?;
+        self.written = Some(desired.clone());
+        Ok(wrote)
+    }
 }
 
 #[cfg(test)]

@@ -15,32 +15,23 @@
 
 use crate::api::WorkspaceView;
 use crate::api::workspace_view::{
-    DataRobotAuthScheme, DataRobotSource, FabricRole, FabricSource, InventorySource,
-    NotebookSelection, NotebookSelector, WorkspaceViewStatus,
+    FabricRole, FabricSource, InventorySource, NotebookSelection, NotebookSelector,
+    WorkspaceViewStatus,
 };
-use crate::controller::credentials::{CredentialValue, read_key};
+use crate::controller::clients::{DataRobotInventory, FabricInventory};
 use crate::controller::error::Error;
 use crate::controller::inventory::{
     Built, datarobot_status, fabric_status, first_by_id, inventory_budget, same_inventory,
 };
-use crate::controller::schedule::add;
-use crate::controller::validate::AzureAuth;
-use crate::controller::{Clock, Context, Preview, Reconciler, Synced, validate};
-use crate::providers::auth::entra::{EntraTokens, TokenRequest};
-use crate::providers::azure_cloud::{FABRIC_ENDPOINT, FABRIC_SCOPE};
-use crate::providers::datarobot::{AuthScheme, DataRobotClient, NotebookQuery};
-use crate::providers::endpoint::Service;
+use crate::controller::status::Checkpoint;
+use crate::controller::{Context, Preview, Reconciler, Synced, validate};
+use crate::providers::datarobot::NotebookQuery;
 use crate::providers::error::{ProviderError, ProviderErrorKind};
-use crate::providers::fabric::{FabricClient, TokenSource};
-use crate::redact::SecretString;
+use crate::time::add;
 use async_trait::async_trait;
 use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
-use url::Url;
-
-/// Default DataRobot API endpoint.
-pub const DATAROBOT_ENDPOINT: &str = "https://app.datarobot.com/api/v2";
 /// Default `spec.refreshInterval`.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
@@ -64,32 +55,26 @@ fn not_due(obj: &WorkspaceView, now: jiff::Timestamp) -> Option<Synced<Workspace
     })
 }
 
-/// A validated view: where to read the inventory and with which credentials.
-#[derive(Debug)]
+/// A validated view: the client to read the inventory with.
 pub enum Plan {
     /// Fabric workspaces.
     Fabric {
         /// The spec's Fabric part.
         source: FabricSource,
-        /// The endpoint, checked against the policy.
-        endpoint: Url,
-        /// Validated Azure credentials.
-        auth: AzureAuth,
+        /// Fabric, with the view's credentials.
+        client: Arc<dyn FabricInventory>,
     },
     /// DataRobot notebooks' roles.
     DataRobot {
-        /// The spec's DataRobot part.
-        source: DataRobotSource,
         /// Explicit IDs or a selector.
         selection: NotebookSelection,
-        /// The endpoint, checked against the policy.
-        endpoint: Url,
-        /// The API token.
-        token: CredentialValue,
+        /// DataRobot, with the view's API key.
+        client: Arc<dyn DataRobotInventory>,
     },
 }
 
-/// Everything checked before calling the provider; reads the credentials.
+/// Everything checked before calling the provider: the spec here, the endpoint and the
+/// credentials by the client factory.
 pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let spec = &obj.spec;
@@ -110,38 +95,14 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
                         .into(),
                 ));
             }
-            let endpoint = validate::endpoint(
-                ctx,
-                Service::Fabric,
-                "spec.fabric.endpoint",
-                source.endpoint.as_deref(),
-                FABRIC_ENDPOINT,
-            )?;
-            let auth = validate::azure(ctx, &ns, "spec.fabric.azure", &source.azure).await?;
-            Ok(Plan::Fabric {
-                source,
-                endpoint,
-                auth,
-            })
+            let client = ctx.clients.fabric_inventory(&ns, &source).await?;
+            Ok(Plan::Fabric { source, client })
         }
         InventorySource::DataRobot(source) => {
             let selection = source.selection().map_err(Error::InvalidSpec)?;
             check_selection(&selection)?;
-            validate::secret_key_ref("spec.dataRobot.apiTokenRef", &source.api_token_ref)?;
-            let endpoint = validate::endpoint(
-                ctx,
-                Service::DataRobot,
-                "spec.dataRobot.endpoint",
-                source.endpoint.as_deref(),
-                DATAROBOT_ENDPOINT,
-            )?;
-            let token = read_key(ctx.secrets.as_ref(), &ns, &source.api_token_ref).await?;
-            Ok(Plan::DataRobot {
-                source,
-                selection,
-                endpoint,
-                token,
-            })
+            let client = ctx.clients.datarobot_inventory(&ns, &source).await?;
+            Ok(Plan::DataRobot { selection, client })
         }
     }
 }
@@ -216,29 +177,6 @@ fn check_selection(selection: &NotebookSelection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Fabric bearer tokens from the shared Microsoft Entra ID cache (scope
-/// [`FABRIC_SCOPE`]), for one resource's credentials.
-struct EntraFabricToken {
-    entra: Arc<EntraTokens>,
-    request: TokenRequest,
-    clock: Arc<dyn Clock>,
-}
-
-#[async_trait]
-impl TokenSource for EntraFabricToken {
-    async fn bearer_token(&self) -> Result<SecretString, ProviderError> {
-        Ok(self
-            .entra
-            .token(&self.request, self.clock.now())
-            .await?
-            .token)
-    }
-
-    fn rejected(&self) {
-        self.entra.invalidate(&self.request);
-    }
-}
-
 fn role_name(role: FabricRole) -> &'static str {
     match role {
         FabricRole::Admin => "Admin",
@@ -257,13 +195,6 @@ fn notebook_query(s: NotebookSelector) -> NotebookQuery {
     }
 }
 
-fn auth_scheme(s: DataRobotAuthScheme) -> AuthScheme {
-    match s {
-        DataRobotAuthScheme::Token => AuthScheme::Token,
-        DataRobotAuthScheme::Bearer => AuthScheme::Bearer,
-    }
-}
-
 /// Reads the whole inventory and builds its status. Any provider failure, including one
 /// midway through paging, is an error.
 pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built, Error> {
@@ -271,20 +202,8 @@ pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built,
     // Validated to be in 1..=MAX_MAX_ITEMS.
     let max_items = usize::try_from(obj.spec.max_items).unwrap_or(1);
     let budget = inventory_budget(serde_json::to_vec(&obj.spec).map_or(0, |v| v.len()));
-    let http = ctx.http.clone();
-    let policy = ctx.settings.endpoint_policy.clone();
     match plan {
-        Plan::Fabric {
-            source,
-            endpoint,
-            auth,
-        } => {
-            let token = EntraFabricToken {
-                entra: ctx.entra.clone(),
-                request: auth.token_request(&source.azure, FABRIC_SCOPE),
-                clock: ctx.clock.clone(),
-            };
-            let client = FabricClient::new(http, policy, endpoint, Arc::new(token));
+        Plan::Fabric { source, client } => {
             let roles: Vec<&str> = source
                 .roles
                 .iter()
@@ -307,19 +226,7 @@ pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built,
                 budget,
             ))
         }
-        Plan::DataRobot {
-            source,
-            selection,
-            endpoint,
-            token,
-        } => {
-            let client = DataRobotClient::new(
-                http,
-                policy,
-                endpoint,
-                &token.value,
-                auth_scheme(source.auth_scheme),
-            )?;
+        Plan::DataRobot { selection, client } => {
             let (notebooks, count) = match selection {
                 NotebookSelection::Ids(ids) => {
                     // Every ID named is checked, so count is exact and a wrong ID is visible.
@@ -362,7 +269,11 @@ fn unknown_notebooks(missing: &[String]) -> Error {
 
 #[async_trait]
 impl Reconciler for WorkspaceView {
-    async fn sync(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Synced<WorkspaceViewStatus>, Error> {
+    async fn sync(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+        _checkpoint: &mut Checkpoint<Self>,
+    ) -> Result<Synced<WorkspaceViewStatus>, Error> {
         if let Some(not_due) = not_due(&obj, ctx.now()) {
             return Ok(not_due);
         }

@@ -147,6 +147,9 @@ pub(crate) struct BulkEntry {
     pub(crate) roles: Option<Vec<SharedRole>>,
 }
 
+/// Default DataRobot API endpoint (the US multi-tenant SaaS).
+pub const DEFAULT_ENDPOINT: &str = "https://app.datarobot.com/api/v2";
+
 /// A DataRobot API client for one endpoint and token.
 pub struct DataRobotClient {
     http: HttpClient,

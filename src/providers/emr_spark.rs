@@ -70,7 +70,7 @@ pub struct LivyTokenInfo {
     pub auto_expire: Option<AutoExpire>,
 }
 
-/// The body of Create and Refresh.
+/// The body of Create.
 #[derive(Clone, Debug)]
 pub struct TokenRequest {
     /// Token name.
@@ -103,7 +103,6 @@ enum Action {
     Create,
     Get,
     List,
-    Refresh,
     Delete,
 }
 
@@ -113,7 +112,6 @@ impl Action {
             Action::Create => "CreateLivyComputeToken",
             Action::Get => "GetLivyComputeToken",
             Action::List => "ListLivyComputeToken",
-            Action::Refresh => "RefreshLivyComputeToken",
             Action::Delete => "DeleteLivyComputeToken",
         }
     }
@@ -122,7 +120,6 @@ impl Action {
         match self {
             Action::Create => Method::PUT,
             Action::Get | Action::List => Method::GET,
-            Action::Refresh => Method::POST,
             Action::Delete => Method::DELETE,
         }
     }
@@ -177,23 +174,6 @@ impl EmrSparkClient {
     ) -> Result<Vec<LivyTokenInfo>, ProviderError> {
         let data = self.call(Action::List, compute, None, None).await?;
         tokens_of_list(data)
-    }
-
-    /// `RefreshLivyComputeToken` (POST): updates a token's name, content or expiry.
-    pub async fn refresh_token(
-        &self,
-        compute: &LivyCompute,
-        token_id: &str,
-        request: &TokenRequest,
-    ) -> Result<(), ProviderError> {
-        self.call(
-            Action::Refresh,
-            compute,
-            Some(token_id),
-            Some(request.to_json()),
-        )
-        .await
-        .map(drop)
     }
 
     /// `DeleteLivyComputeToken` (DELETE).

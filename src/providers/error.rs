@@ -23,18 +23,6 @@ pub enum ProviderErrorKind {
     InvalidResponse,
 }
 
-impl ProviderErrorKind {
-    /// Whether retrying without any change can succeed soon.
-    pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            ProviderErrorKind::Throttled
-                | ProviderErrorKind::Unavailable
-                | ProviderErrorKind::InvalidResponse
-        )
-    }
-}
-
 /// An error from a provider call. `message` is safe to show in a condition: providers' own error
 /// codes and messages, never a request body, header or token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,8 +155,6 @@ mod tests {
         ] {
             assert_eq!(ProviderError::kind_for_status(status), kind, "{status}");
         }
-        assert!(Throttled.is_transient() && Unavailable.is_transient());
-        assert!(!Forbidden.is_transient() && !AuthenticationFailed.is_transient());
     }
 
     #[test]

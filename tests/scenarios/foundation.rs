@@ -239,7 +239,7 @@ async fn status_is_written_once_and_not_again_when_nothing_changed() {
         s.writes()
     );
     assert_eq!(s.resource_version(), rv, "no watch event");
-    let key = workspace_access_operator::controller::driver::backoff_key(&obj);
+    let key = workspace_access_operator::controller::object_key(&obj);
     assert_eq!(
         ctx.backoff.count(&key),
         2,

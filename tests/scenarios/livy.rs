@@ -47,8 +47,7 @@ async fn env() -> Env {
         endpoint_policy: EndpointPolicy::new(vec![emr.host_port.parse().unwrap()]),
         ..Settings::default()
     };
-    let (mut ctx, _) = context_mut(&s, settings);
-    ctx.clock = clock.clone();
+    let ctx = context_clocked(&s, settings, clock.clone());
     Env {
         s,
         emr,
@@ -216,9 +215,11 @@ async fn reference_mode_copies_the_token_and_follows_outside_changes() {
 
     // A restarted operator (fresh context, no cache) reads the Secret's annotations and makes
     // no provider call.
-    let (mut fresh, _) = context_mut(&e.s, e.ctx.settings.clone());
-    fresh.clock = e.clock.clone();
-    let fresh = Arc::new(fresh);
+    let fresh = Arc::new(context_clocked(
+        &e.s,
+        e.ctx.settings.clone(),
+        e.clock.clone(),
+    ));
     e.emr.clear_calls();
     e.s.clear_requests();
     let obj: LivyToken = e.s.get(NS, "spark").unwrap();

@@ -320,29 +320,42 @@ async fn a_secret_name_can_not_leave_the_namespace_either() {
 /// Counts environment lookups: the operator's own identity is configured in its environment,
 /// so a namespace that may not use it must never cause a lookup.
 fn counting_env() -> (Arc<AtomicUsize>, Arc<AtomicUsize>, Context, FakeApiServer) {
+    counting_env_allowing(&["platform"])
+}
+
+/// [`counting_env`] with pod identity allowed in `namespaces`.
+fn counting_env_allowing(
+    namespaces: &[&str],
+) -> (Arc<AtomicUsize>, Arc<AtomicUsize>, Context, FakeApiServer) {
     let s = server();
-    let (mut ctx, _) = context_mut(
-        &s,
-        Settings {
-            endpoint_policy: loopback(),
-            pod_identity: PodIdentityPolicy::new(vec!["platform".to_string()]),
-            ..Settings::default()
-        },
-    );
     let entra_lookups = Arc::new(AtomicUsize::new(0));
     let rrsa_lookups = Arc::new(AtomicUsize::new(0));
     let e = entra_lookups.clone();
-    ctx.entra = Arc::new(EntraTokens::new(ctx.http.clone()).with_env(Arc::new(
-        move |_name: &str| {
-            e.fetch_add(1, Ordering::SeqCst);
-            None::<OsString>
-        },
-    )));
     let r = rrsa_lookups.clone();
-    ctx.alibaba_rrsa = Arc::new(RrsaCredentials::with_env(Arc::new(move |_name: &str| {
-        r.fetch_add(1, Ordering::SeqCst);
-        None
-    })));
+    let http = http_client(&Arc::new(Metrics::new()));
+    let ctx = builder(
+        &s,
+        Settings {
+            endpoint_policy: loopback(),
+            pod_identity: PodIdentityPolicy::new(namespaces.iter().map(|n| n.to_string())),
+            ..Settings::default()
+        },
+    )
+    .live_clients(move |live| {
+        live.with_entra(Arc::new(EntraTokens::new(http).with_env(Arc::new(
+            move |_name: &str| {
+                e.fetch_add(1, Ordering::SeqCst);
+                None::<OsString>
+            },
+        ))))
+        .with_rrsa(Arc::new(RrsaCredentials::with_env(Arc::new(
+            move |_name: &str| {
+                r.fetch_add(1, Ordering::SeqCst);
+                None
+            },
+        ))))
+    })
+    .build();
     (entra_lookups, rrsa_lookups, ctx, s)
 }
 
@@ -396,8 +409,7 @@ async fn pod_identity_is_used_only_in_allowed_namespaces_for_every_kind() {
         }
     }
     // `*` allows every namespace.
-    let (_, _, mut ctx, s) = counting_env();
-    ctx.settings.pod_identity = PodIdentityPolicy::new(vec!["*".to_string()]);
+    let (_, _, ctx, s) = counting_env_allowing(&["*"]);
     let ctx = Arc::new(ctx);
     let c = s.insert(&livy("anywhere", "livy", rrsa_spec));
     reconcile(Arc::new(c), ctx).await.unwrap();

@@ -23,8 +23,9 @@ use crate::providers::http::{Call, HttpClient, ProviderResponse};
 use crate::providers::lenient::opt_seconds;
 use crate::providers::segment;
 use crate::redact::SecretString;
+use crate::time::{add, sub};
 use futures::future::{BoxFuture, FutureExt, Shared};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -272,20 +273,6 @@ impl EntraTokens {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|sd| t.checked_add(sd).ok())
-        .unwrap_or(Timestamp::MAX)
-}
-
-fn sub(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|sd| t.checked_sub(sd).ok())
-        .unwrap_or(Timestamp::MIN)
 }
 
 /// The token endpoint: `{authority}/{tenant}/oauth2/v2.0/token`, the tenant as one

@@ -182,9 +182,9 @@ impl RrsaCredentials {
             return Ok(c.credentials.clone());
         }
         let (credentials, expiration) = assume_role_with_oidc(http, &config, now).await?;
-        let lifetime = crate::controller::schedule::duration_between(now, expiration);
+        let lifetime = crate::time::duration_between(now, expiration);
         let margin = REFRESH_MARGIN.min(lifetime / 4);
-        let refresh_at = crate::controller::schedule::sub(expiration, margin);
+        let refresh_at = crate::time::sub(expiration, margin);
         *cache = Some(Cached {
             config,
             credentials: credentials.clone(),
@@ -403,7 +403,7 @@ mod tests {
         );
         assert_eq!(format!("{c:?}").matches("[redacted]").count(), 2, "{c:?}");
         // Cached: 44 minutes later (expiry at +60 min, renewed 15 min before) no new call.
-        let later = crate::controller::schedule::add(now(), Duration::from_secs(44 * 60));
+        let later = crate::time::add(now(), Duration::from_secs(44 * 60));
         rrsa.credentials(&h, later).await.unwrap();
         assert_eq!(sts.calls_async().await, 1);
         // Within the margin: a new exchange.
@@ -415,7 +415,7 @@ mod tests {
                 then.status(200).body(OK);
             })
             .await;
-        let stale = crate::controller::schedule::add(now(), Duration::from_secs(46 * 60));
+        let stale = crate::time::add(now(), Duration::from_secs(46 * 60));
         rrsa.credentials(&h, stale).await.unwrap();
         assert_eq!(sts.calls_async().await, 1);
         assert_eq!(renewed.calls_async().await, 1);
@@ -475,7 +475,7 @@ mod tests {
         rrsa.credentials(&h, now()).await.unwrap();
         std::fs::write(&path, "second").unwrap();
         // Past the refresh time: the rotated file content is sent.
-        let stale = crate::controller::schedule::add(now(), Duration::from_secs(50 * 60));
+        let stale = crate::time::add(now(), Duration::from_secs(50 * 60));
         rrsa.credentials(&h, stale).await.unwrap();
         assert_eq!(first.calls_async().await, 1);
         assert_eq!(second.calls_async().await, 1);

@@ -362,21 +362,8 @@ async fn a_list_answer_without_data_is_malformed_not_empty() {
 }
 
 #[tokio::test]
-async fn refresh_posts_and_delete_deletes() {
+async fn delete_deletes() {
     let server = MockServer::start_async().await;
-    let refresh = server
-        .mock_async(|when, then| {
-            when.method(POST)
-                .path(format!("{BASE}/lctk-1"))
-                .query_param("regionId", "cn-hangzhou")
-                .header("x-acs-action", "RefreshLivyComputeToken")
-                .header("x-acs-version", "2023-08-08")
-                .json_body(serde_json::json!({"name": "n", "token": "0123456789abcdef", "autoExpireConfiguration": {"enable": true, "expireDays": 3}}))
-                .is_true(signed_by(AK_SECRET));
-            then.status(200)
-                .body(r#"{"requestId":"R2","code":"1000000","message":"ok"}"#);
-        })
-        .await;
     let delete = server
         .mock_async(|when, then| {
             when.method(DELETE)
@@ -391,22 +378,7 @@ async fn refresh_posts_and_delete_deletes() {
         })
         .await;
     let c = client(&server);
-    c.refresh_token(
-        &compute(),
-        "lctk-1",
-        &TokenRequest {
-            name: "n".into(),
-            token: Some(SecretString::new("0123456789abcdef")),
-            auto_expire: Some(AutoExpire {
-                enable: true,
-                expire_days: 3,
-            }),
-        },
-    )
-    .await
-    .unwrap();
     c.delete_token(&compute(), "lctk-1").await.unwrap();
-    refresh.assert_async().await;
     delete.assert_async().await;
 }
 

@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use stub::{Reply, Req, Stub};
 use workspace_access_operator::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
-use workspace_access_operator::controller::driver::{backoff_key, reconcile};
+use workspace_access_operator::controller::driver::reconcile;
+use workspace_access_operator::controller::object_key as backoff_key;
 use workspace_access_operator::controller::{Clock, Context, ManualClock, Settings};
 use workspace_access_operator::metrics::Metrics;
 use workspace_access_operator::providers::endpoint::EndpointPolicy;
@@ -126,9 +127,9 @@ pub fn context_sharing(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 ) -> Context {
-    let mut ctx = Context::new(client, settings, metrics, http);
-    ctx.clock = clock;
-    ctx
+    Context::builder(client, settings, metrics, http)
+        .clock(clock)
+        .build()
 }
 
 /// The real controllers running against `s` with the system clock.

@@ -8,7 +8,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use std::sync::Arc;
-use workspace_access_operator::controller::{Context, ManualClock, Settings};
+use workspace_access_operator::controller::{
+    Clock, Context, ContextBuilder, ManualClock, Settings,
+};
 use workspace_access_operator::metrics::Metrics;
 use workspace_access_operator::providers::http::{HttpClient, HttpOptions};
 
@@ -34,19 +36,40 @@ pub fn context(server: &FakeApiServer, settings: Settings) -> (Arc<Context>, Arc
 
 /// Like [`context`], for tests that adjust the context before sharing it.
 pub fn context_mut(server: &FakeApiServer, settings: Settings) -> (Context, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    (context_clocked(server, settings, clock.clone()), clock)
+}
+
+/// A context on the fake server with the given clock.
+pub fn context_clocked(
+    server: &FakeApiServer,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Context {
+    builder(server, settings).clock(clock).build()
+}
+
+/// A context builder on the fake server (5 s provider timeout, system clock).
+pub fn builder(server: &FakeApiServer, settings: Settings) -> ContextBuilder {
     let metrics = Arc::new(Metrics::new());
-    let http = HttpClient::new(
+    Context::builder(
+        server.client(),
+        settings,
+        metrics.clone(),
+        http_client(&metrics),
+    )
+}
+
+/// A provider HTTP client with a 5 s timeout.
+pub fn http_client(metrics: &Arc<Metrics>) -> HttpClient {
+    HttpClient::new(
         HttpOptions {
             timeout: std::time::Duration::from_secs(5),
             ..HttpOptions::default()
         },
         metrics.clone(),
     )
-    .unwrap();
-    let mut ctx = Context::new(server.client(), settings, metrics, http);
-    let clock = Arc::new(ManualClock::new(t0()));
-    ctx.clock = clock.clone();
-    (ctx, clock)
+    .unwrap()
 }
 
 /// A Secret with string data.
