@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use workspace_access_operator::api::LivyToken;
 use workspace_access_operator::api::common::{EXPIRES_AT_ANNOTATION, RENEW_AT_ANNOTATION};
-use workspace_access_operator::controller::driver::reconcile;
+use workspace_access_operator::controller::driver::{error_policy, reconcile};
 use workspace_access_operator::controller::livy::FINALIZER;
 use workspace_access_operator::controller::{Clock, Context, ManualClock, Settings};
 use workspace_access_operator::providers::endpoint::EndpointPolicy;
@@ -697,6 +697,71 @@ async fn cleanup_failures_keep_the_finalizer_and_are_reported() {
     assert_eq!(e.emr.tokens().len(), 1);
 
     // Retried: deleted, and the resource goes. A token already gone counts as deleted.
+    e.reconcile("spark").await.unwrap();
+    assert!(e.s.get::<LivyToken>(NS, "spark").is_none());
+    assert!(e.emr.tokens().is_empty());
+}
+
+/// A cleanup that fails for a reason other than the provider (the API server, the endpoint
+/// policy) says so, with the time of the retry the operator makes, rather than telling the
+/// user to fix a spec that is fine.
+#[tokio::test]
+async fn cleanup_failures_report_their_own_reason_and_the_retry_time() {
+    let e = env().await;
+    e.s.insert(&resource(&e.emr, "spark", managed()));
+    e.reconcile("spark").await.unwrap();
+    e.s.delete_object::<LivyToken>(NS, "spark");
+
+    // The API server fails the read of the AccessKey (a context that caches no credentials).
+    let uncached = Arc::new(context_clocked(
+        &e.s,
+        Settings {
+            credential_cache_ttl: Duration::ZERO,
+            ..e.ctx.settings.clone()
+        },
+        e.clock.clone(),
+    ));
+    // The operator restarted without --allow-endpoint for the mock: the endpoint is refused.
+    let strict = Arc::new(context_clocked(&e.s, Settings::default(), e.clock.clone()));
+    for (ctx, reason) in [
+        (uncached, "KubernetesError"),
+        (strict, "EndpointNotAllowed"),
+    ] {
+        e.s.fail_next(
+            Fault::new(500)
+                .method("GET")
+                .path_contains("/secrets/ali-ak"),
+        );
+        let obj: LivyToken = e.s.get(NS, "spark").unwrap();
+        let err = reconcile(Arc::new(obj.clone()), ctx.clone())
+            .await
+            .expect_err("the cleanup failed");
+        let (ready, got, message) = e.ready("spark");
+        assert_eq!(
+            (ready.as_str(), got.as_str()),
+            ("False", reason),
+            "{message}"
+        );
+        assert!(message.starts_with("deleting:"), "{message}");
+        let next: jiff::Timestamp = e.status("spark")["nextSyncTime"]
+            .as_str()
+            .expect("the retry time is shown")
+            .parse()
+            .unwrap();
+        // The controller retries exactly when the status says.
+        let action = error_policy(Arc::new(obj), &err, ctx.clone());
+        let delay = action_delay(&action);
+        assert!(delay >= Duration::from_secs(1), "{delay:?}");
+        let shown = next.duration_since(e.clock.now()).as_secs_f64();
+        assert!(
+            (shown - delay.as_secs_f64()).abs() < 1.0,
+            "nextSyncTime in {shown} s, retried in {delay:?}"
+        );
+        let obj: LivyToken = e.s.get(NS, "spark").expect("finalizer kept");
+        assert_eq!(obj.metadata.finalizers.unwrap(), [FINALIZER]);
+        e.s.clear_faults();
+    }
+    assert_eq!(e.emr.tokens().len(), 1, "nothing deleted yet");
     e.reconcile("spark").await.unwrap();
     assert!(e.s.get::<LivyToken>(NS, "spark").is_none());
     assert!(e.emr.tokens().is_empty());

@@ -7,6 +7,7 @@ mod foundation;
 mod leader;
 mod livy;
 mod notebook;
+mod seam;
 mod security;
 mod support;
 mod workspace_view;

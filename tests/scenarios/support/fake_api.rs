@@ -654,6 +654,11 @@ impl FakeApiServer {
         self.lock().faults.push(fault);
     }
 
+    /// Drop the injected faults that have not struck yet.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// Close every open watch stream, as an API server restart would. Watchers resume
     /// from their last resourceVersion and get the missed events replayed.
     pub fn disconnect_watches(&self) {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod fake_clients;
 
 use fake_api::FakeApiServer;
 use k8s_openapi::ByteString;
