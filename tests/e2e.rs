@@ -9,6 +9,10 @@
 //! (with mock providers on loopback allowed through `--allow-endpoint`), applies resources in a
 //! fresh namespace, waits for their Secrets and status, and deletes the namespace afterwards.
 
+// A test crate: its helpers unwrap and panic like its tests do (the lint allows that only
+// inside #[test] functions and #[cfg(test)] modules, which helpers of a test crate are not).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod e2e_support;
 
 use e2e_support::*;

@@ -188,7 +188,7 @@ pub async fn apply_all(
                     .to_owned();
                 timings
                     .lock()
-                    .unwrap()
+                    .unwrap_or_else(|e| e.into_inner())
                     .applied
                     .insert((kind, name.clone()), Instant::now());
                 retrying(|| async { api.patch(&name, &params, &Patch::Apply(&doc)).await }).await?;
@@ -229,7 +229,7 @@ pub fn watch_ready(
                     let key = (kind, o.metadata.name.clone().unwrap_or_default());
                     timings
                         .lock()
-                        .unwrap()
+                        .unwrap_or_else(|e| e.into_inner())
                         .ready
                         .entry(key)
                         .or_insert_with(Instant::now);

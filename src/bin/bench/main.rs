@@ -286,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let seen = {
-                    let t = timings.lock().unwrap();
+                    let t = timings.lock().unwrap_or_else(|e| e.into_inner());
                     t.ready.get(&key).map(|r| r.duration_since(t.applied[&key]))
                 };
                 if let Some(latency) = seen {
@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let ready = timings
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .ready
             .keys()
             .filter(|(_, n)| n.starts_with("r-"))
@@ -364,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu_used = op.cpu().saturating_sub(cpu_before);
     let mem = op.memory();
     let mut lat: Vec<Duration> = {
-        let t = timings.lock().unwrap();
+        let t = timings.lock().unwrap_or_else(|e| e.into_inner());
         t.ready
             .iter()
             .filter(|((_, n), _)| n.starts_with("r-"))

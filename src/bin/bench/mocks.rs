@@ -82,7 +82,7 @@ impl Mocks {
     fn record(&self, op: Op, key: &str) {
         self.calls
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .push((Instant::now(), op, key.to_owned()));
     }
 
@@ -94,7 +94,7 @@ impl Mocks {
     pub fn count_since(&self, since: Instant, pred: impl Fn(Op) -> bool) -> u64 {
         self.calls
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(t, op, _)| *t >= since && pred(*op))
             .count() as u64
@@ -103,7 +103,7 @@ impl Mocks {
     /// Calls since `since`, counted by operation, as text (`EmrGet=20 ...`).
     pub fn breakdown_since(&self, since: Instant) -> String {
         let mut counts: std::collections::BTreeMap<Op, u64> = Default::default();
-        for (t, op, _) in self.calls.lock().unwrap().iter() {
+        for (t, op, _) in self.calls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if *t >= since {
                 *counts.entry(*op).or_default() += 1;
             }
@@ -120,7 +120,7 @@ impl Mocks {
         let mut times: Vec<Instant> = self
             .calls
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(t, op, _)| *t >= since && op.is_resource_call())
             .map(|(t, _, _)| *t)
@@ -142,7 +142,7 @@ impl Mocks {
     pub fn renewals(&self, prefix: &str) -> (u64, u64) {
         let mut on_time = 0;
         let mut late = 0;
-        for (key, tokens) in self.handed_out.lock().unwrap().iter() {
+        for (key, tokens) in self.handed_out.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if !key.rsplit('/').next().unwrap_or("").starts_with(prefix) {
                 continue;
             }
@@ -162,7 +162,7 @@ impl Mocks {
     /// Seeds an existing EMR token for reference mode.
     pub fn seed_emr_token(&self, id: &str) {
         let now = now_ms();
-        self.emr.lock().unwrap().insert(
+        self.emr.lock().unwrap_or_else(|e| e.into_inner()).insert(
             id.to_owned(),
             EmrToken {
                 id: id.to_owned(),
@@ -213,7 +213,7 @@ async fn arm(State(m): S, Path((sub, rg, ws)): Path<(String, String, String)>) -
     let now = now_ms();
     m.handed_out
         .lock()
-        .unwrap()
+        .unwrap_or_else(|e| e.into_inner())
         .entry(key)
         .or_default()
         .push((now, now + lifetime * 1000));
@@ -250,7 +250,7 @@ async fn emr_list(State(m): S, Path((w, lc)): Path<(String, String)>) -> Respons
     let tokens: Vec<Value> = m
         .emr
         .lock()
-        .unwrap()
+        .unwrap_or_else(|e| e.into_inner())
         .values()
         .map(|t| emr_json(t, true))
         .collect();
@@ -273,14 +273,14 @@ async fn emr_create(
         created_ms: now,
         expire_ms: now + m.settings.token_lifetime.as_millis() as u64,
     };
-    m.emr.lock().unwrap().insert(t.id.clone(), t.clone());
+    m.emr.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id.clone(), t.clone());
     envelope(json!({"tokenId": t.id}))
 }
 
 async fn emr_get(State(m): S, Path((_w, _lc, id)): Path<(String, String, String)>) -> Response {
     m.delay().await;
     m.record(Op::EmrGet, &id);
-    match m.emr.lock().unwrap().get(&id) {
+    match m.emr.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
         Some(t) => envelope(emr_json(t, false)),
         None => (
             StatusCode::NOT_FOUND,
@@ -293,7 +293,7 @@ async fn emr_get(State(m): S, Path((_w, _lc, id)): Path<(String, String, String)
 async fn emr_refresh(State(m): S, Path((_w, _lc, id)): Path<(String, String, String)>) -> Response {
     m.delay().await;
     m.record(Op::EmrRefresh, &id);
-    if let Some(t) = m.emr.lock().unwrap().get_mut(&id) {
+    if let Some(t) = m.emr.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
         t.expire_ms = now_ms() + m.settings.token_lifetime.as_millis() as u64;
     }
     Json(json!({"requestId": "bench", "code": "1000000", "message": "ok"})).into_response()
@@ -302,7 +302,7 @@ async fn emr_refresh(State(m): S, Path((_w, _lc, id)): Path<(String, String, Str
 async fn emr_delete(State(m): S, Path((_w, _lc, id)): Path<(String, String, String)>) -> Response {
     m.delay().await;
     m.record(Op::EmrDelete, &id);
-    m.emr.lock().unwrap().remove(&id);
+    m.emr.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     Json(json!({"requestId": "bench", "code": "1000000", "message": "ok"})).into_response()
 }
 
