@@ -20,4 +20,6 @@ pub mod server;
 pub mod time;
 
 #[cfg(test)]
+mod architecture_tests;
+#[cfg(test)]
 mod redaction_tests;

@@ -80,10 +80,11 @@ impl Mocks {
     }
 
     fn record(&self, op: Op, key: &str) {
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((Instant::now(), op, key.to_owned()));
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).push((
+            Instant::now(),
+            op,
+            key.to_owned(),
+        ));
     }
 
     fn next(&self) -> u64 {
@@ -142,7 +143,12 @@ impl Mocks {
     pub fn renewals(&self, prefix: &str) -> (u64, u64) {
         let mut on_time = 0;
         let mut late = 0;
-        for (key, tokens) in self.handed_out.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (key, tokens) in self
+            .handed_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             if !key.rsplit('/').next().unwrap_or("").starts_with(prefix) {
                 continue;
             }
@@ -273,7 +279,10 @@ async fn emr_create(
         created_ms: now,
         expire_ms: now + m.settings.token_lifetime.as_millis() as u64,
     };
-    m.emr.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id.clone(), t.clone());
+    m.emr
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(t.id.clone(), t.clone());
     envelope(json!({"tokenId": t.id}))
 }
 
