@@ -497,3 +497,27 @@ fn crds_directory_matches_the_code() {
         "crds/ is out of date: run `cargo run -- crd > crds/workspaceaccess.io.yaml`"
     );
 }
+
+/// `kubectl apply -f crds/` applies every .yaml, .yml and .json file in the folder: each must
+/// be a CRD (the kustomization is named `Kustomization`, which kubectl skips and kustomize
+/// finds).
+#[test]
+fn kubectl_apply_f_crds_finds_only_crds() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+    let mut manifests = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if !["yaml", "yml", "json"].contains(&ext) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs.iter().filter(|d| !d.is_null()) {
+            assert_eq!(doc["kind"], "CustomResourceDefinition", "{}", path.display());
+            manifests += 1;
+        }
+    }
+    assert!(manifests >= 3);
+    assert!(std::path::Path::new(dir).join("Kustomization").exists());
+}
