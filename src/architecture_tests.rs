@@ -297,3 +297,67 @@ fn reconcilers_contain_no_http() {
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+/// The repository's text files that people read or the code cites.
+fn repo_texts() -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path
+                .extension()
+                .is_some_and(|e| ["rs", "md", "yaml", "toml"].contains(&e.to_str().unwrap_or("")))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = vec![root.join("README.md"), root.join("CHANGELOG.md")];
+    for dir in ["src", "tests", "docs", "deploy", "fuzz/fuzz_targets"] {
+        walk(&root.join(dir), &mut files);
+    }
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        out.push((path, text));
+    }
+    out
+}
+
+/// The project never points at a file outside itself: provider facts are cited from
+/// docs/providers.md, and the docs' relative links resolve.
+#[test]
+fn nothing_cites_a_document_outside_the_repo_and_doc_links_resolve() {
+    let outside = ["PROVIDERS.md", "../shared", "shared/seeds", "/work/"];
+    let mut found = Vec::new();
+    for (path, text) in repo_texts() {
+        if path.ends_with("architecture_tests.rs") {
+            continue;
+        }
+        for needle in outside {
+            if text.contains(needle) {
+                found.push(format!("{} mentions {needle}", path.display()));
+            }
+        }
+        if path.extension().is_some_and(|e| e == "md") {
+            let dir = path.parent().unwrap();
+            for (i, _) in text.match_indices("](") {
+                let rest = &text[i + 2..];
+                let target = &rest[..rest.find(')').unwrap_or(rest.len())];
+                let file = target.split('#').next().unwrap_or_default();
+                if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+                    continue;
+                }
+                if !dir.join(file).exists() {
+                    found.push(format!("{}: broken link {target}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

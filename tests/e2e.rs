@@ -2,7 +2,7 @@
 //! cluster). Ignored by default; run with:
 //!
 //! ```sh
-//! KUBECONFIG=~/.kube/test-cluster cargo test --test e2e -- --ignored --test-threads=1
+//! KUBECONFIG=~/.kube/test-cluster cargo test --test e2e -- --ignored
 //! ```
 //!
 //! Each test installs `crds/`, starts the operator binary built by cargo against the cluster

@@ -507,14 +507,22 @@ fn kubectl_apply_f_crds_finds_only_crds() {
     let mut manifests = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
         if !["yaml", "yml", "json"].contains(&ext) {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
         for doc in docs.iter().filter(|d| !d.is_null()) {
-            assert_eq!(doc["kind"], "CustomResourceDefinition", "{}", path.display());
+            assert_eq!(
+                doc["kind"],
+                "CustomResourceDefinition",
+                "{}",
+                path.display()
+            );
             manifests += 1;
         }
     }

@@ -1,4 +1,4 @@
-//! DataRobot notebooks' shared roles (PROVIDERS.md §3).
+//! DataRobot notebooks' shared roles (docs/providers.md §3).
 //!
 //! - Which notebooks: explicit IDs, or discovered with `GET /notebooks/` (filters, paged by
 //!   following `next`).

@@ -1,5 +1,5 @@
 //! Alibaba Cloud EMR Serverless Spark (API 2023-08-08, ROA style): the five Livy compute token
-//! operations (PROVIDERS.md §4.2), signed with ACS3-HMAC-SHA256.
+//! operations (docs/providers.md §4.2), signed with ACS3-HMAC-SHA256.
 //!
 //! Every response is the envelope `{requestId, code, message, data}`; `code` "1000000" is
 //! success, anything else is an error even on HTTP 200. Errors are classified by their code

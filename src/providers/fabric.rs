@@ -1,4 +1,4 @@
-//! Microsoft Fabric workspaces and their role assignments (PROVIDERS.md §2).
+//! Microsoft Fabric workspaces and their role assignments (docs/providers.md §2).
 //!
 //! - `GET /v1/workspaces[?roles=Admin,Member]`, every page followed: `continuationUri` is
 //!   requested as given (after the endpoint policy and a same-origin check: a link to another

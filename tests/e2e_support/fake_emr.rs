@@ -1,4 +1,4 @@
-//! A stateful fake of the EMR Serverless Spark Livy compute token API (PROVIDERS.md §4.2) on
+//! A stateful fake of the EMR Serverless Spark Livy compute token API (docs/providers.md §4.2) on
 //! loopback, for reconciler scenarios and e2e tests. It keeps tokens per Livy Gateway, answers
 //! the five operations with the real envelope, refuses requests whose ACS3-HMAC-SHA256
 //! signature does not verify (checked by code written here, independently of the operator's

@@ -1,5 +1,6 @@
-//! Alibaba Cloud's V3 request signature, ACS3-HMAC-SHA256 (PROVIDERS.md §4.3), and the error
-//! shape of the Alibaba Cloud OpenAPI gateway that every ACS3-signed API shares (§4.4).
+//! Alibaba Cloud's V3 request signature, ACS3-HMAC-SHA256 (docs/providers.md §4.3), and the
+//! error shape of the Alibaba Cloud OpenAPI gateway that every ACS3-signed API shares
+//! (docs/providers.md §4.4).
 //!
 //! The signing functions are pure: they take the parts of a request and return strings, so the
 //! official test vectors can be reproduced byte for byte. [`sign_request`] applies them to a
@@ -433,7 +434,7 @@ mod tests {
     }
 
     /// The official vector from Alibaba's "Request syntax and signature method V3" document
-    /// ("Fixed parameter values"), PROVIDERS.md §4.3, reproduced byte for byte.
+    /// ("Fixed parameter values"), docs/providers.md §4.3, reproduced byte for byte.
     #[test]
     fn official_documentation_vector() {
         let headers = [

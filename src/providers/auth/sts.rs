@@ -1,5 +1,5 @@
 //! Alibaba Cloud RRSA (RAM Roles for Service Accounts): the operator pod's OIDC token exchanged
-//! for temporary credentials with STS `AssumeRoleWithOIDC` (PROVIDERS.md §4.5).
+//! for temporary credentials with STS `AssumeRoleWithOIDC` (docs/providers.md §4.5).
 //!
 //! The configuration comes from the environment the RRSA webhook injects
 //! (`ALIBABA_CLOUD_ROLE_ARN`, `ALIBABA_CLOUD_OIDC_PROVIDER_ARN`, `ALIBABA_CLOUD_OIDC_TOKEN_FILE`,

@@ -50,7 +50,7 @@ fn workspaces(prefix: &str, n: usize) -> Value {
     )
 }
 
-/// PROVIDERS.md §2.2's GetWorkspaceRoleAssignments example.
+/// docs/providers.md §2.2's GetWorkspaceRoleAssignments example.
 fn seed_role_assignments() -> Value {
     json!([
         {"id": "81fac5e1-3e6b-44d4-b5f4-e275f337afa9",
