@@ -5,6 +5,7 @@ use crate::controller::error::{Error, Reason, Retry};
 use crate::controller::schedule::retry_delay;
 use crate::controller::status::{Checkpoint, ready_transitioned, set_ready};
 use crate::controller::{Context, ManagedKind, SyncEvents, object_key};
+use crate::metrics::Metrics;
 use crate::providers::error::clip;
 use crate::time::{add, duration_between};
 use async_trait::async_trait;
@@ -41,6 +42,35 @@ pub struct Synced<S> {
     pub last_sync: Option<Timestamp>,
     /// Note of a Normal event to publish, for things worth telling (a token minted).
     pub event: Option<String>,
+    /// Further Normal events, each with a reason of its own (e.g. `AccessChanged`), published
+    /// whatever `--sync-events` says; see [`Notice`].
+    pub notices: Vec<Notice>,
+}
+
+/// A Normal event a sync reports besides `Synced`, and what to count with it. Both happen
+/// once the sync's status is recorded, and not at all when that write fails: the retried sync
+/// finds the same thing again and reports it then, so nothing is reported twice.
+#[derive(Clone)]
+pub struct Notice {
+    /// The event's reason, CamelCase (e.g. `AccessChanged`).
+    pub reason: &'static str,
+    /// The event's note (clipped to 1000 bytes). Never a secret.
+    pub note: String,
+    /// Counters to increase with it, if any.
+    pub count: Option<CountFn>,
+}
+
+/// Increases counters of [`Metrics`] (see [`Notice::count`]).
+pub type CountFn = Arc<dyn Fn(&Metrics) + Send + Sync>;
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notice")
+            .field("reason", &self.reason)
+            .field("note", &self.note)
+            .field("count", &self.count.is_some())
+            .finish()
+    }
 }
 
 /// What `workspace-access-operator preview` shows for a resource: the status a sync would
@@ -284,7 +314,27 @@ async fn report_success<K: Reconciler>(
         _ => None,
     };
     if let Some(note) = note {
-        publish(ctx, obj.as_ref(), EventType::Normal, Reason::Synced, &note).await;
+        publish(
+            ctx,
+            obj.as_ref(),
+            EventType::Normal,
+            Reason::Synced.as_str(),
+            &note,
+        )
+        .await;
+    }
+    for notice in synced.notices {
+        if let Some(count) = &notice.count {
+            count(&ctx.metrics);
+        }
+        publish(
+            ctx,
+            obj.as_ref(),
+            EventType::Normal,
+            notice.reason,
+            &notice.note,
+        )
+        .await;
     }
     debug!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
            wrote_status = wrote, next_sync = %synced.next_sync, "reconciled");
@@ -331,7 +381,14 @@ async fn report_failure<K: Reconciler>(
     let transitioned = ready_transitioned(current.as_ref(), &status);
     checkpoint.record(&status).await?;
     if transitioned {
-        publish(ctx, obj.as_ref(), EventType::Warning, reason, &message).await;
+        publish(
+            ctx,
+            obj.as_ref(),
+            EventType::Warning,
+            reason.as_str(),
+            &message,
+        )
+        .await;
     }
     info!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
           reason = reason.as_str(), message = %message, retry_in = ?delay, "not ready");
@@ -358,7 +415,7 @@ async fn publish<K: ManagedKind>(
     ctx: &Context,
     obj: &K,
     type_: EventType,
-    reason: Reason,
+    reason: &str,
     note: &str,
 ) {
     let namespace = obj.namespace().unwrap_or_default();
@@ -378,7 +435,7 @@ async fn publish<K: ManagedKind>(
             }
             .into(),
         ),
-        reason: Some(reason.as_str().into()),
+        reason: Some(reason.into()),
         note: Some(clip(note, 1000)),
         action: Some("Sync".into()),
         regarding: Some(obj.object_ref(&())),

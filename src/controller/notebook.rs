@@ -257,6 +257,7 @@ async fn from_recorded(
         next_sync: recorded.renew_at,
         last_sync: None,
         event: None,
+        notices: Vec::new(),
     }))
 }
 
@@ -308,6 +309,7 @@ impl Reconciler for NotebookTokenRequest {
                  {expires}",
                 obj.spec.workspace_name
             )),
+            notices: Vec::new(),
         })
     }
 

@@ -52,6 +52,7 @@ fn not_due(obj: &WorkspaceView, now: jiff::Timestamp) -> Option<Synced<Workspace
         next_sync: next,
         last_sync: None,
         event: None,
+        notices: Vec::new(),
     })
 }
 
@@ -294,6 +295,7 @@ impl Reconciler for WorkspaceView {
             next_sync: add(now, interval),
             last_sync: changed.then_some(now),
             event: None,
+            notices: Vec::new(),
         })
     }
 

@@ -454,6 +454,7 @@ async fn sync_reference(
             last_sync: None,
             event: deleted_note(&deleted),
             status,
+            notices: Vec::new(),
         });
     }
 
@@ -538,6 +539,7 @@ async fn sync_reference(
         last_sync: Some(now),
         event,
         status,
+        notices: Vec::new(),
     })
 }
 
@@ -586,6 +588,7 @@ async fn sync_managed(
                 last_sync: (!deleted.is_empty()).then_some(now),
                 event: deleted_note(&deleted),
                 status,
+                notices: Vec::new(),
             });
         }
         Step::Recheck(current) => {
@@ -617,6 +620,7 @@ async fn sync_managed(
                                 last_sync: Some(now),
                                 event: deleted_note(&deleted),
                                 status,
+                                notices: Vec::new(),
                             });
                         }
                     }
@@ -731,6 +735,7 @@ async fn sync_managed(
         last_sync: Some(now),
         event: Some(note),
         status,
+        notices: Vec::new(),
     })
 }
 
