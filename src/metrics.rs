@@ -1,5 +1,6 @@
-//! Prometheus metrics. Labels carry kinds, reasons, providers, operations and HTTP statuses only:
-//! never a resource name, a namespace or any value from a Secret.
+//! Prometheus metrics. Labels carry kinds, reasons, providers, operations and HTTP statuses,
+//! and, for series about one resource (a WorkspaceView's access changes), its namespace and
+//! name: never any value from a Secret.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -44,6 +45,20 @@ pub struct WriteLabels {
     pub target: String,
 }
 
+/// Labels of a WorkspaceView's access-change counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InventoryChangeLabels {
+    /// Namespace of the WorkspaceView.
+    pub namespace: String,
+    /// Name of the WorkspaceView.
+    pub name: String,
+    /// granted, revoked or role_changed.
+    pub change: String,
+}
+
+/// The `change` label values of `workspace_access_inventory_changes_total`.
+pub const INVENTORY_CHANGES: [&str; 3] = ["granted", "revoked", "role_changed"];
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -61,6 +76,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Provider calls delayed by the operator's own rate limit.
     pub rate_limited: Family<ProviderLabels, Counter>,
+    /// Access changes a WorkspaceView's syncs found, by kind.
+    pub inventory_changes: Family<InventoryChangeLabels, Counter>,
 }
 
 /// Labels of per-provider metrics.
@@ -91,6 +108,7 @@ impl Metrics {
         let writes = Family::<WriteLabels, Counter>::default();
         let leader = Gauge::default();
         let rate_limited = Family::<ProviderLabels, Counter>::default();
+        let inventory_changes = Family::<InventoryChangeLabels, Counter>::default();
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -122,6 +140,11 @@ impl Metrics {
             "Provider calls delayed by the operator's per-host rate limit",
             rate_limited.clone(),
         );
+        registry.register(
+            "inventory_changes",
+            "Access changes (granted, revoked, role_changed) a WorkspaceView's syncs found",
+            inventory_changes.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -131,6 +154,7 @@ impl Metrics {
             writes,
             leader,
             rate_limited,
+            inventory_changes,
         }
     }
 
@@ -194,6 +218,37 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds a WorkspaceView's access changes: `counts` by `change` label (see
+    /// [`INVENTORY_CHANGES`]). Every label gets its series, also at zero, so that a rate over
+    /// the first change is right.
+    pub fn inventory_changes(&self, namespace: &str, name: &str, counts: &[(&str, u64)]) {
+        for change in INVENTORY_CHANGES {
+            let n = counts
+                .iter()
+                .filter(|(c, _)| *c == change)
+                .map(|(_, n)| *n)
+                .sum();
+            self.inventory_changes
+                .get_or_create(&InventoryChangeLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    change: change.into(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Drops a deleted WorkspaceView's access-change series.
+    pub fn forget_inventory_changes(&self, namespace: &str, name: &str) {
+        for change in INVENTORY_CHANGES {
+            self.inventory_changes.remove(&InventoryChangeLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                change: change.into(),
+            });
+        }
+    }
+
     /// Counts an API-server write.
     pub fn write(&self, kind: &str, target: &str) {
         self.writes
@@ -246,5 +301,26 @@ mod tests {
             1
         );
         assert_eq!(m.provider_call_count("fabric", "ListWorkspaces"), 0);
+    }
+
+    #[test]
+    fn inventory_changes_are_counted_per_view_and_forgotten() {
+        let m = Metrics::new();
+        m.inventory_changes("platform", "fabric", &[("granted", 2), ("revoked", 1)]);
+        m.inventory_changes("platform", "fabric", &[("granted", 1)]);
+        m.inventory_changes("platform", "other", &[]);
+        let text = m.encode();
+        for line in [
+            r#"workspace_access_inventory_changes_total{namespace="platform",name="fabric",change="granted"} 3"#,
+            r#"workspace_access_inventory_changes_total{namespace="platform",name="fabric",change="revoked"} 1"#,
+            r#"workspace_access_inventory_changes_total{namespace="platform",name="fabric",change="role_changed"} 0"#,
+            r#"workspace_access_inventory_changes_total{namespace="platform",name="other",change="granted"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        m.forget_inventory_changes("platform", "fabric");
+        let text = m.encode();
+        assert!(!text.contains(r#"name="fabric""#), "{text}");
+        assert!(text.contains(r#"name="other""#), "{text}");
     }
 }

@@ -674,6 +674,55 @@ fn cases() -> Vec<Case> {
             invalid(&["spec.maxItems must be between 1 and 2000"]),
         ));
     }
+    // --- historyLimit out of range ---
+    for v in [-1, 501] {
+        c.push(case(
+            Fabric,
+            vec![set("/spec/historyLimit", json!(v))],
+            refuses("historyLimit"),
+            invalid(&["spec.historyLimit must be between 0 and 500"]),
+        ));
+    }
+    // --- principal and recipient type filters ---
+    c.push(case(
+        Fabric,
+        vec![
+            set("/spec/fabric/includeRoleAssignments", json!(true)),
+            set("/spec/fabric/principalTypes", json!(["Robot"])),
+        ],
+        refuses("principalTypes"),
+        unreadable("unknown variant `Robot`"),
+    ));
+    c.push(case(
+        Fabric,
+        vec![
+            set("/spec/fabric/includeRoleAssignments", json!(true)),
+            set("/spec/fabric/principalTypes", json!([])),
+        ],
+        refuses("too few items"),
+        invalid(&["spec.fabric.principalTypes is empty"]),
+    ));
+    c.push(case(
+        Fabric,
+        vec![set("/spec/fabric/principalTypes", json!(["User"]))],
+        Cel(
+            "spec.fabric",
+            "!has(self.principalTypes) || (has(self.includeRoleAssignments) && self.includeRoleAssignments)",
+        ),
+        invalid(&["spec.fabric.principalTypes", "includeRoleAssignments: true"]),
+    ));
+    c.push(case(
+        DataRobot,
+        vec![set("/spec/dataRobot/recipientTypes", json!(["User"]))],
+        refuses("recipientTypes"),
+        unreadable("unknown variant `User`"),
+    ));
+    c.push(case(
+        DataRobot,
+        vec![set("/spec/dataRobot/recipientTypes", json!([]))],
+        refuses("too few items"),
+        invalid(&["spec.dataRobot.recipientTypes is empty"]),
+    ));
     // --- endpoints with userinfo, fragments, other schemes, other hosts ---
     for (base, pointer) in [
         (Ntr, "/spec/endpoint"),

@@ -24,6 +24,10 @@ pub const MAX_NOTEBOOK_IDS: usize = 2000;
 pub const MAX_ROLES_PER_ENTRY: usize = 100;
 /// Pattern of a DataRobot ID (notebook, use case, user).
 pub const DATAROBOT_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+/// Default `spec.historyLimit`.
+pub const DEFAULT_HISTORY_LIMIT: i32 = 50;
+/// Largest `spec.historyLimit` accepted.
+pub const MAX_HISTORY_LIMIT: i32 = 500;
 
 /// Lists Microsoft Fabric workspaces (and their role assignments) or DataRobot notebook shared
 /// roles into .status, refreshed every refreshInterval.
@@ -81,6 +85,12 @@ pub struct WorkspaceViewSpec {
     #[serde(default = "default_max_items")]
     #[schemars(range(min = 1, max = 2000))]
     pub max_items: i32,
+    /// Most access changes kept in .status.recentChanges, newest first (default 50, at most
+    /// 500; 0 keeps none). Every change still counts in the AccessChanged event and the
+    /// workspace_access_inventory_changes_total metric.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 0, max = 500))]
+    pub history_limit: i32,
     /// List Microsoft Fabric workspaces. Exactly one of fabric and dataRobot is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fabric: Option<FabricSource>,
@@ -91,6 +101,10 @@ pub struct WorkspaceViewSpec {
 
 fn default_max_items() -> i32 {
     DEFAULT_MAX_ITEMS
+}
+
+fn default_history_limit() -> i32 {
+    DEFAULT_HISTORY_LIMIT
 }
 
 /// A Fabric workspace role.
@@ -108,9 +122,69 @@ pub enum FabricRole {
     Viewer,
 }
 
+/// A type of Fabric principal holding a workspace role (Fabric's `Principal.type`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum FabricPrincipalType {
+    /// A Microsoft Entra user.
+    User,
+    /// A Microsoft Entra group (security group or distribution list).
+    Group,
+    /// A service principal (an app registration or managed identity).
+    ServicePrincipal,
+    /// A service principal profile (profiles a multi-tenant app creates under its service
+    /// principal).
+    ServicePrincipalProfile,
+}
+
+impl FabricPrincipalType {
+    /// The type as Fabric spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FabricPrincipalType::User => "User",
+            FabricPrincipalType::Group => "Group",
+            FabricPrincipalType::ServicePrincipal => "ServicePrincipal",
+            FabricPrincipalType::ServicePrincipalProfile => "ServicePrincipalProfile",
+        }
+    }
+}
+
+/// A type of DataRobot share recipient (DataRobot's `shareRecipientType`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum DataRobotRecipientType {
+    /// A user.
+    User,
+    /// A group of users.
+    Group,
+    /// A whole organization: everyone in it.
+    Organization,
+    /// An external application.
+    ExternalApplication,
+}
+
+impl DataRobotRecipientType {
+    /// The type as DataRobot spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataRobotRecipientType::User => "user",
+            DataRobotRecipientType::Group => "group",
+            DataRobotRecipientType::Organization => "organization",
+            DataRobotRecipientType::ExternalApplication => "externalApplication",
+        }
+    }
+}
+
 /// Microsoft Fabric `GET /v1/workspaces`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.principalTypes) || (has(self.includeRoleAssignments) && self.includeRoleAssignments)",
+    "message": "principalTypes filters role assignments: set includeRoleAssignments: true"
+}]))]
 pub struct FabricSource {
     /// Only workspaces where the principal has one of these roles (Fabric's roles filter).
     /// Default: all workspaces.
@@ -120,6 +194,11 @@ pub struct FabricSource {
     /// Also list each workspace's role assignments (needs Member or higher in the workspace).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub include_role_assignments: bool,
+    /// Keep only role assignments of these principal types (with includeRoleAssignments).
+    /// Default: all types, including ones Fabric adds later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
+    pub principal_types: Option<Vec<FabricPrincipalType>>,
     /// Fabric API endpoint (default https://api.fabric.microsoft.com). Must pass the operator's
     /// endpoint policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +239,11 @@ pub struct DataRobotSource {
     /// Discover notebooks with GET /notebooks/ instead of listing IDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<NotebookSelector>,
+    /// Keep only shared roles of these recipient types. Default: all types, including ones
+    /// DataRobot adds later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
+    pub recipient_types: Option<Vec<DataRobotRecipientType>>,
     /// Secret key holding the DataRobot API token, in this namespace.
     pub api_token_ref: SecretKeyRef,
     /// Authorization scheme: Token (API keys, the default) or Bearer (OAuth access tokens).
@@ -253,6 +337,17 @@ pub struct WorkspaceViewStatus {
     /// DataRobot notebooks and their shared roles, sorted by notebook id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notebooks: Vec<NotebookRoles>,
+    /// Who gained or lost access, newest first: what changed between the inventories of
+    /// successive syncs (at most spec.historyLimit entries, fewer when long names would make
+    /// them exceed the status size budget). The first inventory, and the first after a change
+    /// of spec.fabric or spec.dataRobot, is a new baseline and reports nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_changes: Vec<AccessChange>,
+    /// Digest of the spec.fabric or spec.dataRobot the listed inventory was read with.
+    /// Inventories are compared only when it is unchanged, so a changed filter or credential
+    /// is not reported as access granted or revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
     /// Conditions, observed generation and sync times.
     #[serde(flatten)]
     pub common: CommonStatus,
@@ -332,6 +427,67 @@ pub struct NotebookSharedRole {
     /// Recipient type (user, group, organization, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_recipient_type: Option<String>,
+}
+
+/// What happened to a principal's access, or to a workspace or notebook itself.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum AccessChangeKind {
+    /// The principal got a role it didn't have (newRole).
+    Granted,
+    /// The principal lost a role (oldRole).
+    Revoked,
+    /// The principal's role changed from oldRole to newRole.
+    RoleChanged,
+    /// The workspace or notebook appeared in the inventory.
+    Added,
+    /// The workspace or notebook disappeared from the inventory.
+    Removed,
+}
+
+impl AccessChangeKind {
+    /// The kind as written in the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessChangeKind::Granted => "Granted",
+            AccessChangeKind::Revoked => "Revoked",
+            AccessChangeKind::RoleChanged => "RoleChanged",
+            AccessChangeKind::Added => "Added",
+            AccessChangeKind::Removed => "Removed",
+        }
+    }
+}
+
+/// One change between two inventories: a principal's role on a workspace or notebook, or the
+/// workspace or notebook itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessChange {
+    /// When the sync that found the change read the inventory.
+    pub time: jiff::Timestamp,
+    /// Granted, Revoked, RoleChanged, or Added / Removed for a workspace or notebook itself.
+    pub change: AccessChangeKind,
+    /// Workspace ID (Fabric) or notebook ID (DataRobot).
+    pub item_id: String,
+    /// Workspace display name (Fabric; DataRobot's sharing API gives no notebook name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_name: Option<String>,
+    /// ID of the principal (Fabric) or recipient (DataRobot); absent for Added / Removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+    /// Fabric principal type (User, Group, ...) or DataRobot shareRecipientType (user, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_type: Option<String>,
+    /// Display name of the principal (Fabric) or name of the recipient (DataRobot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_name: Option<String>,
+    /// The role before; absent for Granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_role: Option<String>,
+    /// The role after; absent for Revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_role: Option<String>,
 }
 
 impl HasCommonStatus for WorkspaceViewStatus {

@@ -12,11 +12,19 @@
 //! - entries are listed, in id order, while their JSON fits [`inventory_budget`]
 //!   ([`INVENTORY_BUDGET_BYTES`] less twice the spec's size); the rest is left out like
 //!   entries beyond `maxItems`, with `truncated: true`, the true `count`, and a Ready message
-//!   saying why.
+//!   saying why;
+//! - the history of access changes (`recentChanges`, [`diff`]) has a budget of its own,
+//!   [`diff::HISTORY_BUDGET_BYTES`]: both together, with the conditions, stay under 1 MiB.
+//!
+//! The filters `spec.fabric.principalTypes` and `spec.dataRobot.recipientTypes` are applied
+//! here too ([`keep_principal_types`], [`keep_recipient_types`]), before the role lists are
+//! bounded, so the bound and the totals count only what is kept.
+
+pub mod diff;
 
 use crate::api::workspace_view::{
-    FabricRoleAssignment, FabricWorkspace, MAX_ROLES_PER_ENTRY, NotebookRoles, NotebookSharedRole,
-    WorkspaceViewStatus,
+    DataRobotRecipientType, FabricPrincipalType, FabricRoleAssignment, FabricWorkspace,
+    MAX_ROLES_PER_ENTRY, NotebookRoles, NotebookSharedRole, WorkspaceViewStatus,
 };
 use crate::providers::datarobot::{NotebookAcl, SharedRole};
 use crate::providers::fabric::{RoleAssignment, RoleAssignments, Workspace};
@@ -28,10 +36,11 @@ pub const MAX_ID_BYTES: usize = 128;
 pub const MAX_NAME_BYTES: usize = 256;
 /// Largest JSON size of a type, role or recipient type.
 pub const MAX_LABEL_BYTES: usize = 64;
-/// Largest JSON size of the listed entries plus twice the spec. The rest of the status
-/// (conditions and the other fields) and metadata take a few kB more, so the whole object
-/// stays near 1 MB, well under the API server's limit of about 1.5 MB.
-pub const INVENTORY_BUDGET_BYTES: usize = 1_000_000;
+/// Largest JSON size of the listed entries plus twice the spec. With the history's budget
+/// ([`diff::HISTORY_BUDGET_BYTES`]) and the conditions the whole status stays under 1 MiB, and
+/// the whole object (metadata, the spec and kubectl's copy of it) well under the API server's
+/// limit of about 1.5 MiB.
+pub const INVENTORY_BUDGET_BYTES: usize = 850_000;
 
 /// The size budget of the listed entries of a resource whose spec takes `spec_bytes` as JSON:
 /// the spec counts twice because `kubectl apply` keeps a copy of it in an annotation.
@@ -118,6 +127,53 @@ fn bounded_roles<T>(mut items: Vec<T>, key: impl Fn(&T) -> (&str, &str)) -> (Vec
     items.truncate(MAX_ROLES_PER_ENTRY);
     let total = (total > MAX_ROLES_PER_ENTRY).then(|| i64::try_from(total).unwrap_or(i64::MAX));
     (items, total)
+}
+
+/// The role assignments of principals of these types only (`spec.fabric.principalTypes`;
+/// `None`: all). Types compare without regard to case; an assignment without a type is left
+/// out by a filter.
+pub fn keep_principal_types(
+    assignments: Vec<RoleAssignments>,
+    types: Option<&[FabricPrincipalType]>,
+) -> Vec<RoleAssignments> {
+    let Some(types) = types else {
+        return assignments;
+    };
+    let wanted = |t: &Option<String>| {
+        t.as_deref()
+            .is_some_and(|t| types.iter().any(|w| w.as_str().eq_ignore_ascii_case(t)))
+    };
+    assignments
+        .into_iter()
+        .map(|a| match a {
+            RoleAssignments::Listed(list) => RoleAssignments::Listed(
+                list.into_iter()
+                    .filter(|a| wanted(&a.principal.type_))
+                    .collect(),
+            ),
+            other => other,
+        })
+        .collect()
+}
+
+/// The shared roles of recipients of these types only (`spec.dataRobot.recipientTypes`;
+/// `None`: all). Types compare without regard to case; a role without a type is left out by a
+/// filter.
+pub fn keep_recipient_types(
+    mut notebooks: Vec<NotebookAcl>,
+    types: Option<&[DataRobotRecipientType]>,
+) -> Vec<NotebookAcl> {
+    let Some(types) = types else {
+        return notebooks;
+    };
+    for n in &mut notebooks {
+        n.roles.retain(|r| {
+            r.share_recipient_type
+                .as_deref()
+                .is_some_and(|t| types.iter().any(|w| w.as_str().eq_ignore_ascii_case(t)))
+        });
+    }
+    notebooks
 }
 
 fn fabric_workspace(w: Workspace) -> FabricWorkspace {

@@ -12,22 +12,31 @@
 //!   generation) reads nothing: after a restart, views whose inventory was written recently are
 //!   not all re-read at once. Since an unchanged refresh writes nothing, `nextSyncTime` can be
 //!   in the past, and then the view is read at once.
+//! - Each sync that read an inventory compares it with the one in the status
+//!   (`inventory::diff`): the changes go first into `recentChanges`, and, once the status is
+//!   recorded, into one `AccessChanged` event and the counter
+//!   `workspace_access_inventory_changes_total`. An unchanged inventory reports nothing; a
+//!   failed sync compares nothing (the last inventory stays, and the next good sync is
+//!   compared with it).
 
 use crate::api::WorkspaceView;
 use crate::api::workspace_view::{
-    FabricRole, FabricSource, InventorySource, NotebookSelection, NotebookSelector,
-    WorkspaceViewStatus,
+    AccessChange, DataRobotRecipientType, FabricRole, FabricSource, InventorySource,
+    MAX_HISTORY_LIMIT, NotebookSelection, NotebookSelector, WorkspaceViewStatus,
 };
 use crate::controller::clients::{DataRobotInventory, FabricInventory};
+use crate::controller::driver::Notice;
 use crate::controller::error::Error;
+use crate::controller::inventory::diff::{self, Counts};
 use crate::controller::inventory::{
-    Built, datarobot_status, fabric_status, first_by_id, inventory_budget, same_inventory,
+    Built, datarobot_status, fabric_status, first_by_id, inventory_budget, keep_principal_types,
+    keep_recipient_types, same_inventory,
 };
 use crate::controller::status::Checkpoint;
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};
 use crate::providers::datarobot::NotebookQuery;
 use crate::providers::error::{ProviderError, ProviderErrorKind};
-use crate::time::add;
+use crate::time::{add, whole_second};
 use async_trait::async_trait;
 use kube::ResourceExt;
 use std::sync::Arc;
@@ -56,6 +65,53 @@ fn not_due(obj: &WorkspaceView, now: jiff::Timestamp) -> Option<Synced<Workspace
     })
 }
 
+/// Reason of the event that reports access changes.
+pub const ACCESS_CHANGED: &str = "AccessChanged";
+
+/// The status to write for a new inventory: `built`, its source digest, and the history with
+/// the changes since the inventory in `obj`'s status (none when that is of another provider
+/// or source, or absent: then the new inventory is the baseline). Returns the changes too.
+pub fn with_history(
+    obj: &WorkspaceView,
+    built: WorkspaceViewStatus,
+    now: jiff::Timestamp,
+) -> (WorkspaceViewStatus, Vec<AccessChange>) {
+    let digest = diff::source_digest(&obj.spec);
+    let previous = obj.status.as_ref();
+    let changes = match previous {
+        Some(p) if p.source_digest.as_deref() == Some(digest.as_str()) => {
+            diff::diff(p, &built, whole_second(now))
+        }
+        _ => Vec::new(),
+    };
+    // Validated to be in 0..=MAX_HISTORY_LIMIT.
+    let limit = usize::try_from(obj.spec.history_limit).unwrap_or(0);
+    let history = diff::record(
+        changes.clone(),
+        previous.map_or(&[][..], |p| &p.recent_changes),
+        limit,
+    );
+    let status = WorkspaceViewStatus {
+        recent_changes: history,
+        source_digest: Some(digest),
+        ..built
+    };
+    (status, changes)
+}
+
+/// The `AccessChanged` event for `changes` and the counter increase that goes with it.
+fn access_changed(obj: &WorkspaceView, provider: &str, changes: &[AccessChange]) -> Notice {
+    let counts = Counts::of(changes).by_label();
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    Notice {
+        reason: ACCESS_CHANGED,
+        note: diff::summary(changes, provider),
+        count: Some(Arc::new(move |metrics| {
+            metrics.inventory_changes(&namespace, &name, &counts)
+        })),
+    }
+}
+
 /// A validated view: the client to read the inventory with.
 pub enum Plan {
     /// Fabric workspaces.
@@ -69,6 +125,8 @@ pub enum Plan {
     DataRobot {
         /// Explicit IDs or a selector.
         selection: NotebookSelection,
+        /// Only recipients of these types (`None`: all).
+        recipient_types: Option<Vec<DataRobotRecipientType>>,
         /// DataRobot, with the view's API key.
         client: Arc<dyn DataRobotInventory>,
     },
@@ -87,6 +145,12 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
             spec.max_items
         )));
     }
+    if !(0..=MAX_HISTORY_LIMIT).contains(&spec.history_limit) {
+        return Err(Error::InvalidSpec(format!(
+            "spec.historyLimit must be between 0 and {MAX_HISTORY_LIMIT}, got {}",
+            spec.history_limit
+        )));
+    }
     match spec.source().map_err(Error::InvalidSpec)? {
         InventorySource::Fabric(source) => {
             if source.roles.as_ref().is_some_and(Vec::is_empty) {
@@ -96,15 +160,44 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
                         .into(),
                 ));
             }
+            check_principal_types(&source)?;
             let client = ctx.clients.fabric_inventory(&ns, &source).await?;
             Ok(Plan::Fabric { source, client })
         }
         InventorySource::DataRobot(source) => {
             let selection = source.selection().map_err(Error::InvalidSpec)?;
             check_selection(&selection)?;
+            if source.recipient_types.as_ref().is_some_and(Vec::is_empty) {
+                return Err(Error::InvalidSpec(
+                    "spec.dataRobot.recipientTypes is empty; list at least one type, or leave \
+                     recipientTypes out for all recipients"
+                        .into(),
+                ));
+            }
             let client = ctx.clients.datarobot_inventory(&ns, &source).await?;
-            Ok(Plan::DataRobot { selection, client })
+            Ok(Plan::DataRobot {
+                recipient_types: source.recipient_types.clone(),
+                selection,
+                client,
+            })
         }
+    }
+}
+
+/// `spec.fabric.principalTypes`: not empty, and only with the role assignments it filters.
+fn check_principal_types(source: &FabricSource) -> Result<(), Error> {
+    match &source.principal_types {
+        Some(types) if types.is_empty() => Err(Error::InvalidSpec(
+            "spec.fabric.principalTypes is empty; list at least one type, or leave \
+             principalTypes out for all principals"
+                .into(),
+        )),
+        Some(_) if !source.include_role_assignments => Err(Error::InvalidSpec(
+            "spec.fabric.principalTypes filters role assignments: set \
+             spec.fabric.includeRoleAssignments: true"
+                .into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -215,7 +308,8 @@ pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built,
             let (selected, count) = first_by_id(all, |w| &w.id, max_items);
             let assignments = if source.include_role_assignments {
                 let ids: Vec<String> = selected.iter().map(|w| w.id.clone()).collect();
-                Some(client.role_assignments_of(&ids).await?)
+                let all = client.role_assignments_of(&ids).await?;
+                Some(keep_principal_types(all, source.principal_types.as_deref()))
             } else {
                 None
             };
@@ -227,7 +321,11 @@ pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built,
                 budget,
             ))
         }
-        Plan::DataRobot { selection, client } => {
+        Plan::DataRobot {
+            selection,
+            recipient_types,
+            client,
+        } => {
             let (notebooks, count) = match selection {
                 NotebookSelection::Ids(ids) => {
                     // Every ID named is checked, so count is exact and a wrong ID is visible.
@@ -246,6 +344,7 @@ pub async fn read_inventory(obj: &WorkspaceView, ctx: &Context) -> Result<Built,
                     (found.notebooks, discovered - found.missing.len())
                 }
             };
+            let notebooks = keep_recipient_types(notebooks, recipient_types.as_deref());
             Ok(datarobot_status(notebooks, count, max_items, budget))
         }
     }
@@ -289,13 +388,20 @@ impl Reconciler for WorkspaceView {
             .refresh_interval
             .as_ref()
             .map_or(DEFAULT_REFRESH_INTERVAL, |d| d.get());
+        let (status, changes) = with_history(&obj, built.status, now);
+        let notices = match status.provider.as_deref() {
+            Some(provider) if !changes.is_empty() => {
+                vec![access_changed(&obj, provider, &changes)]
+            }
+            _ => Vec::new(),
+        };
         Ok(Synced {
-            status: built.status,
+            status,
             message: built.message,
             next_sync: add(now, interval),
             last_sync: changed.then_some(now),
             event: None,
-            notices: Vec::new(),
+            notices,
         })
     }
 
@@ -304,8 +410,9 @@ impl Reconciler for WorkspaceView {
         ctx: Arc<Context>,
     ) -> Result<Preview<WorkspaceViewStatus>, Error> {
         let built = read_inventory(&obj, &ctx).await?;
+        let (status, _) = with_history(&obj, built.status, ctx.now());
         Ok(Preview {
-            status: built.status,
+            status,
             message: built.message,
             secret_name: None,
             secret_keys: Vec::new(),

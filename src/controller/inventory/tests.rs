@@ -362,3 +362,74 @@ fn the_schema_bounds_match_the_constants() {
         MAX_NOTEBOOK_IDS
     );
 }
+
+#[test]
+fn type_filters_keep_only_the_types_listed_before_the_bound() {
+    use crate::api::workspace_view::{DataRobotRecipientType, FabricPrincipalType};
+    let typed = |id: &str, type_: Option<&str>| RoleAssignment {
+        id: None,
+        principal: Principal {
+            id: id.into(),
+            display_name: None,
+            type_: type_.map(str::to_owned),
+        },
+        role: Some("Viewer".into()),
+    };
+    // 150 service principal profiles and two people: the people survive the bound.
+    let mut list: Vec<RoleAssignment> = (0..150)
+        .map(|i| typed(&format!("a{i:03}"), Some("ServicePrincipalProfile")))
+        .collect();
+    list.push(typed("zz-user", Some("User")));
+    list.push(typed("zz-group", Some("group")));
+    list.push(typed("zz-untyped", None));
+    let all = vec![
+        RoleAssignments::Listed(list),
+        RoleAssignments::NotReadable(ProviderError::new(ProviderErrorKind::Forbidden, "x")),
+    ];
+    let kept = keep_principal_types(
+        all.clone(),
+        Some(&[FabricPrincipalType::User, FabricPrincipalType::Group]),
+    );
+    let RoleAssignments::Listed(people) = &kept[0] else {
+        panic!("listed")
+    };
+    let ids: Vec<&str> = people.iter().map(|a| a.principal.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["zz-user", "zz-group"],
+        "case-insensitive; untyped left out"
+    );
+    assert!(matches!(kept[1], RoleAssignments::NotReadable(_)));
+    assert_eq!(keep_principal_types(all.clone(), None), all, "no filter");
+    let (selected, count) = first_by_id(vec![ws("w1", "W"), ws("w2", "V")], |w| &w.id, 500);
+    let built = fabric_status(selected, Some(kept), count, 500, B);
+    let w1 = &built.status.workspaces[0];
+    assert_eq!(w1.role_assignments.as_ref().unwrap().len(), 2);
+    assert_eq!(
+        w1.role_assignment_count, None,
+        "the total counts what is kept"
+    );
+
+    let acl = NotebookAcl {
+        notebook_id: "nb".into(),
+        roles: ["user", "organization", "externalApplication", "Group"]
+            .iter()
+            .map(|t| SharedRole {
+                id: format!("r-{t}"),
+                name: None,
+                role: Some("CONSUMER".into()),
+                share_recipient_type: Some((*t).into()),
+            })
+            .collect(),
+    };
+    let kept = keep_recipient_types(
+        vec![acl.clone()],
+        Some(&[
+            DataRobotRecipientType::Group,
+            DataRobotRecipientType::Organization,
+        ]),
+    );
+    let ids: Vec<&str> = kept[0].roles.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["r-organization", "r-Group"]);
+    assert_eq!(keep_recipient_types(vec![acl.clone()], None), vec![acl]);
+}
