@@ -649,7 +649,17 @@ async fn workspace_views_show_complete_inventories_and_are_not_rewritten() {
         .collect();
     assert_eq!(
         columns,
-        ["Name", "Provider", "Count", "Ready", "Last Sync", "Age"]
+        [
+            "Name",
+            "Provider",
+            "Count",
+            "Ready",
+            "Reason",
+            "Last Sync",
+            "Age",
+            "Message",
+            "Next Sync"
+        ]
     );
     let fabric_row = table["rows"]
         .as_array()
@@ -682,6 +692,242 @@ async fn workspace_views_show_complete_inventories_and_are_not_rewritten() {
         1,
         "the Entra token is cached across refreshes"
     );
+
+    let status = operator.terminate(Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "operator exit status after SIGTERM: {status:?}"
+    );
+    cluster.delete_namespace(&ns).await;
+}
+
+/// Access changes against the real API server: a role assignment changed at mock Fabric and a
+/// share added at mock DataRobot show up within one refresh interval as an `AccessChanged`
+/// event (found the way the docs say, `kubectl get events --field-selector
+/// reason=AccessChanged`), a `status.recentChanges` entry and a counter increase; unchanged
+/// refreshes then add nothing.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn access_changes_at_the_providers_become_events_history_and_metrics() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::ListParams;
+    use serde_json::Value;
+
+    let mock = MockServer::start_async().await;
+    let tenant = "contoso.onmicrosoft.com";
+    mock.mock_async(|when, then| {
+        when.method(POST)
+            .path(format!("/{tenant}/oauth2/v2.0/token"));
+        then.status(200).json_body(
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "fabric-token"}),
+        );
+    })
+    .await;
+    mock.mock_async(|when, then| {
+        when.method(GET).path("/v1/workspaces");
+        then.status(200).json_body(json!({"value": [
+            {"id": "8b1f0e6c-0000-4000-8000-000000000001", "displayName": "Finance",
+             "description": "", "type": "Workspace"}]}));
+    })
+    .await;
+    let assignments = |role: &str| {
+        json!({"value": [
+            {"id": "a1", "principal": {"id": "11111111-aaaa-4000-8000-000000000001",
+              "displayName": "Alice", "type": "User",
+              "userDetails": {"userPrincipalName": "alice@contoso.com"}}, "role": role},
+            {"id": "a2", "principal": {"id": "22222222-bbbb-4000-8000-000000000002",
+              "displayName": "Contractors", "type": "Group"}, "role": "Viewer"}]})
+    };
+    let path = "/v1/workspaces/8b1f0e6c-0000-4000-8000-000000000001/roleAssignments";
+    let mut fabric_roles = mock
+        .mock_async(|when, then| {
+            when.method(GET).path(path);
+            then.status(200).json_body(assignments("Viewer"));
+        })
+        .await;
+    let shares = |extra: Vec<Value>| {
+        let mut roles = vec![
+            json!({"id": "u1", "name": "ann@example.com", "role": "OWNER",
+                                    "shareRecipientType": "user"}),
+        ];
+        roles.extend(extra);
+        json!({"data": [{"notebookId": "nb1", "roles": roles}]})
+    };
+    let mut dr_roles = mock
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/v2/notebooks/sharedRoles/");
+            then.status(200).json_body(shares(vec![]));
+        })
+        .await;
+
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-access").await;
+    let allow = format!("127.0.0.1:{}", mock.address().port());
+    let mut operator = Operator::start(&cluster, &ns, &["--allow-endpoint", &allow]).await;
+    for (name, key, value) in [
+        ("fabric-sp", "clientSecret", "sp-secret"),
+        ("datarobot", "apiToken", "dr-key"),
+    ] {
+        cluster
+            .apply_json(
+                &ns,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                       "stringData": {key: value}}),
+            )
+            .await;
+    }
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
+            "metadata": {"name": "fabric"},
+            "spec": {"refreshInterval": "5s",
+                     "fabric": {"endpoint": mock.base_url(), "includeRoleAssignments": true,
+                                "principalTypes": ["User", "Group"],
+                                "azure": {"tenantId": tenant, "clientId": "11111111-1111-1111-1111-111111111111",
+                                          "clientSecretRef": {"name": "fabric-sp", "key": "clientSecret"},
+                                          "authorityHost": mock.base_url()}}}
+        }))
+        .await;
+    cluster
+        .apply_json(
+            &ns,
+            json!({
+                "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
+                "metadata": {"name": "datarobot"},
+                "spec": {"refreshInterval": "5s", "historyLimit": 10,
+                         "dataRobot": {"endpoint": mock.url("/api/v2"), "notebookIds": ["nb1"],
+                                       "apiTokenRef": {"name": "datarobot", "key": "apiToken"}}}
+            }),
+        )
+        .await;
+    let api: Api<WorkspaceView> = Api::namespaced(cluster.client.clone(), &ns);
+    for name in ["fabric", "datarobot"] {
+        let (status, reason) = cluster
+            .wait_ready_reason::<WorkspaceView>(&ns, name, Duration::from_secs(60))
+            .await;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "Synced"),
+            "{name}"
+        );
+        let st = api.get(name).await.unwrap().status.unwrap();
+        assert!(
+            st.recent_changes.is_empty(),
+            "{name}: the first inventory is the baseline"
+        );
+        assert!(st.source_digest.is_some());
+    }
+    let counter = "workspace_access_inventory_changes_total";
+    assert_eq!(operator.counter(counter).await, 0.0);
+
+    // Alice is made Admin of Finance; a group gets a notebook.
+    fabric_roles.delete_async().await;
+    fabric_roles = mock
+        .mock_async(|when, then| {
+            when.method(GET).path(path);
+            then.status(200).json_body(assignments("Admin"));
+        })
+        .await;
+    dr_roles.delete_async().await;
+    dr_roles = mock
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/v2/notebooks/sharedRoles/");
+            then.status(200)
+                .json_body(shares(vec![json!({"id": "g1", "name": "analysts",
+                "role": "CONSUMER", "shareRecipientType": "group"})]));
+        })
+        .await;
+    let changed = Instant::now();
+    let deadline = changed + Duration::from_secs(30);
+    let history = |name: &'static str| {
+        let api = api.clone();
+        async move { api.get(name).await.unwrap().status.unwrap().recent_changes }
+    };
+    while history("fabric").await.is_empty() || history("datarobot").await.is_empty() {
+        assert!(Instant::now() < deadline, "no history entry within 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let seen_after = changed.elapsed();
+    eprintln!("access changes seen {seen_after:?} after the provider changed (refresh 5s)");
+    assert!(seen_after < Duration::from_secs(15), "{seen_after:?}");
+    let fabric = history("fabric").await;
+    assert_eq!(fabric.len(), 1, "{fabric:?}");
+    let c = &fabric[0];
+    assert_eq!(serde_json::to_value(c.change).unwrap(), "RoleChanged");
+    assert_eq!(c.item_name.as_deref(), Some("Finance"));
+    assert_eq!(c.principal_name.as_deref(), Some("Alice"));
+    assert_eq!(
+        (c.old_role.as_deref(), c.new_role.as_deref()),
+        (Some("Viewer"), Some("Admin"))
+    );
+    let dr = history("datarobot").await;
+    assert_eq!(dr.len(), 1, "{dr:?}");
+    assert_eq!(serde_json::to_value(dr[0].change).unwrap(), "Granted");
+    assert_eq!(dr[0].principal_id.as_deref(), Some("g1"));
+
+    // The events, as kubectl get events --field-selector reason=AccessChanged finds them.
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), &ns);
+    let access = || async {
+        let mut notes: Vec<(String, String)> = events
+            .list(&ListParams::default().fields("reason=AccessChanged"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| {
+                (
+                    e.involved_object.name.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect();
+        notes.sort();
+        notes
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while access().await.len() < 2 {
+        assert!(Instant::now() < deadline, "events: {:?}", access().await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        access().await,
+        [
+            (
+                "datarobot".to_owned(),
+                "1 granted on 1 notebook: analysts granted CONSUMER on nb1".to_owned()
+            ),
+            (
+                "fabric".to_owned(),
+                "1 role changed on 1 workspace: Alice Viewer -> Admin on Finance".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(operator.counter(counter).await, 2.0);
+    let (_, metrics) = operator.get("/metrics").await;
+    for line in [
+        format!(r#"{counter}{{namespace="{ns}",name="fabric",change="role_changed"}} 1"#),
+        format!(r#"{counter}{{namespace="{ns}",name="datarobot",change="granted"}} 1"#),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    // Unchanged refreshes (at least two more each) add nothing.
+    let calls = (
+        fabric_roles.calls_async().await,
+        dr_roles.calls_async().await,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fabric_roles.calls_async().await < calls.0 + 2
+        || dr_roles.calls_async().await < calls.1 + 2
+    {
+        assert!(Instant::now() < deadline, "no refresh within 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(history("fabric").await.len(), 1);
+    assert_eq!(history("datarobot").await.len(), 1);
+    assert_eq!(access().await.len(), 2);
+    assert_eq!(operator.counter(counter).await, 2.0);
 
     let status = operator.terminate(Duration::from_secs(20)).await;
     assert!(

@@ -915,6 +915,31 @@ async fn full_run() -> Run {
     })
     .await;
 
+    // A share added at DataRobot: the view's next sync (at once, through a spec change that
+    // leaves its source alone) reports it as an AccessChanged event, a history entry and a
+    // counter increase, which the leak checks cover.
+    let dr_calls = dr_ok.calls_async().await;
+    dr_ok.delete_async().await;
+    datarobot
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/v2/notebooks/sharedRoles/")
+                .header("authorization", format!("Token {DR_TOKEN}"));
+            then.status(200).json_body(json!({"data": [{"notebookId": "nb1", "roles": [
+                {"id": "u1", "name": "ann@example.com", "role": "OWNER", "shareRecipientType": "user"},
+                {"id": "g1", "name": "analysts", "role": "CONSUMER", "shareRecipientType": "group"}]}]}));
+        })
+        .await;
+    s.modify::<WorkspaceView>("platform", "datarobot", |v| {
+        v["spec"]["refreshInterval"] = json!("2h")
+    });
+    eventually("the new share is reported", || {
+        s.list::<Event>(Some("platform"))
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("AccessChanged"))
+    })
+    .await;
+
     // Deleting the managed LivyToken deletes its token at the provider and the finalizer.
     let mut written = vec![];
     for (ns, name, key) in [
@@ -962,7 +987,7 @@ async fn full_run() -> Run {
         .unwrap();
 
     // The providers did see the secrets (and echoed them): the run was real.
-    assert!(dr_ok.calls_async().await >= 1);
+    assert!(dr_calls >= 1);
     for refusal in [
         &entra_refusal,
         &arm_refusal,
@@ -1032,6 +1057,12 @@ async fn a_full_run_leaks_no_secret_into_logs_events_status_or_metrics() {
     assert!(run.logs.contains("notebook access token written"));
     assert!(run.events.contains("AuthenticationFailed"));
     assert!(run.resources.contains("InsufficientPrivileges"));
+    // Access changes are covered too: their event, history and counter.
+    assert!(run.events.contains("AccessChanged"));
+    assert!(run.resources.contains("recentChanges"));
+    assert!(run.metrics.contains(
+        r#"workspace_access_inventory_changes_total{namespace="platform",name="datarobot",change="granted"} 1"#
+    ));
     for w in &run.written {
         assert!(run.secrets.contains(w), "{w}");
     }
