@@ -134,7 +134,8 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Which successful syncs publish a Normal event; failures always publish a Warning.
+    /// Which successful syncs publish a Normal Synced event; failures always publish a
+    /// Warning, and a WorkspaceView's AccessChanged events are always published.
     #[arg(long, value_enum, default_value_t = SyncEvents::All, value_name = "WHICH")]
     sync_events: SyncEvents,
 }

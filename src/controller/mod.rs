@@ -146,7 +146,8 @@ pub enum SyncEvents {
     All,
     /// Only when the resource becomes Ready (first sync, recovery after a failure).
     Transitions,
-    /// None: only failures publish events. Saves an API-server write per renewal.
+    /// None: no Synced events, only failures (and events a kind publishes for a reason of
+    /// its own, such as a WorkspaceView's AccessChanged). Saves an API-server write per renewal.
     None,
 }
 

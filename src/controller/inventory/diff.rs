@@ -33,8 +33,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Largest JSON size of `status.recentChanges`. With the inventory's budget
 /// ([`super::INVENTORY_BUDGET_BYTES`]) and the rest of the status, the whole status stays under
-/// 1 MiB. A typical change takes about 300 bytes, so 500 fit; only with names near their
-/// clipping limits does the history keep fewer than `historyLimit`.
+/// 1 MiB. A typical change (GUIDs, an e-mail address, a workspace name) takes about 320 bytes,
+/// so 500 fit; only with names near their clipping limits does the history keep fewer than
+/// `historyLimit` (at worst about 150).
 pub const HISTORY_BUDGET_BYTES: usize = 170_000;
 
 /// Longest note of an `AccessChanged` event before the "and N more" tail: the counts and as
