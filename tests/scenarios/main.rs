@@ -11,6 +11,7 @@ mod foundation;
 mod leader;
 mod livy;
 mod notebook;
+mod observability;
 mod seam;
 mod security;
 mod support;
