@@ -13,6 +13,7 @@ pub mod controller;
 pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod preview;
 pub mod providers;
 pub mod redact;

@@ -12,6 +12,7 @@ mod leader;
 mod livy;
 mod notebook;
 mod observability;
+mod plugin;
 mod seam;
 mod security;
 mod support;
