@@ -23,4 +23,6 @@ pub mod time;
 #[cfg(test)]
 mod architecture_tests;
 #[cfg(test)]
+mod monitoring_tests;
+#[cfg(test)]
 mod redaction_tests;
