@@ -18,7 +18,8 @@ use workspace_access_operator::plugin::{
     name = "kubectl-workspaceaccess",
     bin_name = "kubectl workspaceaccess",
     version,
-    about,
+    about = "kubectl plugin for workspace-access-operator: which tokens expire when, renew one now, \
+             and WorkspaceView inventories for access reviews",
     after_help = "Examples:\n  kubectl workspaceaccess status -A\n  kubectl workspaceaccess renew ntr/ml-notebooks -n team-a --wait\n  kubectl workspaceaccess inventory wsv/fabric-all -n platform -o csv > access-review.csv"
 )]
 struct Cli {
