@@ -18,6 +18,8 @@
 //!   `workspace_access_inventory_changes_total`. An unchanged inventory reports nothing; a
 //!   failed sync compares nothing (the last inventory stays, and the next good sync is
 //!   compared with it).
+//! - A renew request (the `workspaceaccess.io/renew-requested-at` annotation with a value not
+//!   handled yet) reads the inventory at once.
 
 use crate::api::WorkspaceView;
 use crate::api::workspace_view::{
@@ -25,7 +27,7 @@ use crate::api::workspace_view::{
     MAX_HISTORY_LIMIT, NotebookSelection, NotebookSelector, WorkspaceViewStatus,
 };
 use crate::controller::clients::{DataRobotInventory, FabricInventory};
-use crate::controller::driver::Notice;
+use crate::controller::driver::{Notice, renew_request};
 use crate::controller::error::Error;
 use crate::controller::inventory::diff::{self, Counts};
 use crate::controller::inventory::{
@@ -374,7 +376,10 @@ impl Reconciler for WorkspaceView {
         ctx: Arc<Context>,
         _checkpoint: &mut Checkpoint<Self>,
     ) -> Result<Synced<WorkspaceViewStatus>, Error> {
-        if let Some(not_due) = not_due(&obj, ctx.now()) {
+        // A renew request (workspaceaccess.io/renew-requested-at) reads the inventory now.
+        if renew_request(obj.as_ref()).is_none()
+            && let Some(not_due) = not_due(&obj, ctx.now())
+        {
             return Ok(not_due);
         }
         let built = read_inventory(&obj, &ctx).await?;
