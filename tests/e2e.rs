@@ -904,6 +904,32 @@ async fn access_changes_at_the_providers_become_events_history_and_metrics() {
         ]
     );
     assert_eq!(operator.counter(counter).await, 2.0);
+    // The plugin's history view, as the docs use it for reviews.
+    let (code, csv, stderr) = plugin(&[
+        "inventory",
+        "wsv/fabric",
+        "-n",
+        &ns,
+        "--changes",
+        "--since",
+        "1h",
+        "-o",
+        "csv",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "time,change,itemId,itemName,principalId,principalType,principalName,oldRole,newRole"
+    );
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(
+        lines[1].ends_with(
+            ",RoleChanged,8b1f0e6c-0000-4000-8000-000000000001,Finance,\
+             11111111-aaaa-4000-8000-000000000001,User,Alice,Viewer,Admin"
+        ),
+        "{csv}"
+    );
     let (_, metrics) = operator.get("/metrics").await;
     for line in [
         format!(r#"{counter}{{namespace="{ns}",name="fabric",change="role_changed"}} 1"#),

@@ -56,13 +56,17 @@ enum Command {
     )]
     Renew(RenewArgs),
     /// Show a WorkspaceView's inventory: one row per workspace or notebook, principal and role
-    /// (CSV for access reviews).
+    /// (CSV for access reviews); with --changes, who gained or lost access instead.
     #[command(
         after_help = "CSV columns: provider, itemType, itemId, itemName, principalId, \
-        principalType, principalName, role. A cell a spreadsheet would run as a formula starts \
-        with '. What the inventory leaves out (truncation, unread role assignments) is said on \
-        stderr.\n\nExamples:\n  kubectl workspaceaccess inventory wsv/fabric-all -n platform\n  \
-        kubectl workspaceaccess inventory wsv/fabric-all -n platform -o csv > review.csv"
+        principalType, principalName, role; with --changes: time, change, itemId, itemName, \
+        principalId, principalType, principalName, oldRole, newRole (change: Granted, Revoked, \
+        RoleChanged, Added, Removed). A cell a spreadsheet would run as a formula starts \
+        with '. What the inventory or the history leaves out (truncation, unread role \
+        assignments, changes older than spec.historyLimit keeps) is said on stderr.\n\n\
+        Examples:\n  kubectl workspaceaccess inventory wsv/fabric-all -n platform\n  \
+        kubectl workspaceaccess inventory wsv/fabric-all -n platform -o csv > review.csv\n  \
+        kubectl workspaceaccess inventory wsv/fabric-all -n platform --changes --since 168h"
     )]
     Inventory(InventoryArgs),
 }
@@ -125,6 +129,13 @@ struct InventoryArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = InventoryFormat::Table)]
     output: InventoryFormat,
+    /// Show the access changes (status.recentChanges: granted, revoked, role changed, added,
+    /// removed), newest first, instead of the inventory.
+    #[arg(long)]
+    changes: bool,
+    /// With --changes: only changes this recent (e.g. 168h for a week).
+    #[arg(long, value_name = "DURATION", requires = "changes")]
+    since: Option<KubeDuration>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -208,6 +219,28 @@ async fn run(cli: Cli) -> Result<(), PluginError> {
             let namespace = namespace_or_default(&args.namespace);
             let name = view.unwrap_or_default();
             let view = inventory::get(&conn, &namespace, &name).await?;
+            if args.changes {
+                let since = args
+                    .since
+                    .as_ref()
+                    .map(|d| workspace_access_operator::time::sub(jiff::Timestamp::now(), d.get()));
+                for note in inventory::change_notes(&view, since) {
+                    eprintln!("warning: {note}");
+                }
+                let changes = view
+                    .status
+                    .as_ref()
+                    .map(|s| inventory::changes(s, since))
+                    .unwrap_or_default();
+                match args.output {
+                    InventoryFormat::Table => print!("{}", inventory::changes_table(&changes)),
+                    InventoryFormat::Csv => print!("{}", inventory::changes_csv(&changes)),
+                    InventoryFormat::Json => {
+                        println!("{}", to_json(&inventory::change_list(&view, changes)))
+                    }
+                }
+                return Ok(());
+            }
             for note in inventory::notes(&view) {
                 eprintln!("warning: {note}");
             }

@@ -1,12 +1,15 @@
 //! `kubectl workspaceaccess inventory wsv/NAME [-n NS] [-o table|csv|json]`: a WorkspaceView's
 //! inventory with one row per (workspace or notebook, principal, role), what an access review
 //! needs. A workspace or notebook without listed principals is one row with empty principal
-//! columns.
+//! columns. With `--changes [--since DURATION]`: the view's access changes
+//! (`status.recentChanges`, newest first) instead, one row per change.
 
 use super::format::{Table, csv_record};
 use super::{Connection, PluginError, kind_named};
 use crate::api::WorkspaceView;
-use crate::api::workspace_view::WorkspaceViewStatus;
+use crate::api::workspace_view::{AccessChange, WorkspaceViewStatus};
+use crate::time::rfc3339;
+use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
@@ -231,6 +234,135 @@ pub fn list(view: &WorkspaceView, rows: Vec<InventoryRow>) -> InventoryList {
     }
 }
 
+/// The CSV columns of `--changes`, in order (the fields of `status.recentChanges`).
+pub const CHANGES_CSV_HEADER: [&str; 9] = [
+    "time",
+    "change",
+    "itemId",
+    "itemName",
+    "principalId",
+    "principalType",
+    "principalName",
+    "oldRole",
+    "newRole",
+];
+
+/// The view's access changes, newest first; only those at or after `since` if given.
+pub fn changes(status: &WorkspaceViewStatus, since: Option<Timestamp>) -> Vec<AccessChange> {
+    status
+        .recent_changes
+        .iter()
+        .filter(|c| since.is_none_or(|s| c.time >= s))
+        .cloned()
+        .collect()
+}
+
+/// What the history leaves out, for stderr: changes older than the ones kept, changes the
+/// view can't see (a truncated inventory).
+pub fn change_notes(view: &WorkspaceView, since: Option<Timestamp>) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Some(s) = &view.status else {
+        return notes;
+    };
+    let kept = s.recent_changes.len();
+    if kept == 0 {
+        notes.push(
+            "no access changes recorded yet (the first inventory is the baseline)".to_owned(),
+        );
+    } else if kept >= usize::try_from(view.spec.history_limit).unwrap_or(0) {
+        let oldest = s.recent_changes.last().map(|c| rfc3339(c.time));
+        if since.is_none_or(|since| oldest.as_deref() > Some(rfc3339(since).as_str())) {
+            notes.push(format!(
+                "the history holds the last {kept} changes (spec.historyLimit {}); older ones \
+                 are gone",
+                view.spec.history_limit
+            ));
+        }
+    }
+    if s.truncated == Some(true) {
+        notes.push(
+            "the inventory is truncated: changes to entries beyond the listed ones are not \
+             tracked"
+                .to_owned(),
+        );
+    }
+    notes
+}
+
+/// The changes as a table.
+pub fn changes_table(changes: &[AccessChange]) -> String {
+    let mut t = Table::new(&[
+        "TIME",
+        "CHANGE",
+        "ITEM",
+        "PRINCIPAL",
+        "PRINCIPAL TYPE",
+        "OLD ROLE",
+        "NEW ROLE",
+    ]);
+    let or_dash = |s: Option<&str>| s.filter(|s| !s.is_empty()).unwrap_or("-").to_owned();
+    for c in changes {
+        t.push(vec![
+            rfc3339(c.time),
+            c.change.as_str().to_owned(),
+            c.item_name.clone().unwrap_or_else(|| c.item_id.clone()),
+            or_dash(c.principal_name.as_deref().or(c.principal_id.as_deref())),
+            or_dash(c.principal_type.as_deref()),
+            or_dash(c.old_role.as_deref()),
+            or_dash(c.new_role.as_deref()),
+        ]);
+    }
+    t.render()
+}
+
+/// The changes as CSV with a header line.
+pub fn changes_csv(changes: &[AccessChange]) -> String {
+    let mut out = csv_record(&CHANGES_CSV_HEADER);
+    for c in changes {
+        let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+        out.push_str(&csv_record(&[
+            &rfc3339(c.time),
+            c.change.as_str(),
+            &c.item_id,
+            &opt(&c.item_name),
+            &opt(&c.principal_id),
+            &opt(&c.principal_type),
+            &opt(&c.principal_name),
+            &opt(&c.old_role),
+            &opt(&c.new_role),
+        ]));
+    }
+    out
+}
+
+/// `inventory --changes -o json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeList {
+    /// The view's namespace.
+    pub namespace: String,
+    /// The view's name.
+    pub name: String,
+    /// Fabric or DataRobot.
+    pub provider: String,
+    /// The changes, newest first, as in `status.recentChanges`.
+    pub changes: Vec<AccessChange>,
+}
+
+/// The JSON of a view's changes.
+pub fn change_list(view: &WorkspaceView, changes: Vec<AccessChange>) -> ChangeList {
+    ChangeList {
+        namespace: view.namespace().unwrap_or_default(),
+        name: view.name_any(),
+        provider: view
+            .status
+            .as_ref()
+            .and_then(|s| s.provider.clone())
+            .unwrap_or_default(),
+        changes,
+    }
+}
+
 /// `wsv/NAME` (or just `NAME`) as a WorkspaceView name.
 pub fn view_name(target: &str) -> Result<String, PluginError> {
     let (kind, name) = match target.split_once('/') {
@@ -439,6 +571,97 @@ Notebook   nb2   -      -                   -                -
         );
         let notes = super::notes(&datarobot_view()).join("\n");
         assert!(notes.contains("not Ready (Throttled: 429)"), "{notes}");
+    }
+
+    fn with_changes(mut view: WorkspaceView, changes: serde_json::Value) -> WorkspaceView {
+        view.status.as_mut().unwrap().recent_changes = serde_json::from_value(changes).unwrap();
+        view
+    }
+
+    fn history() -> serde_json::Value {
+        json!([
+            {"time": "2026-12-08T10:00:00Z", "change": "RoleChanged", "itemId": "0a",
+             "itemName": "Finance, EMEA", "principalId": "p1", "principalType": "User",
+             "principalName": "Ann \"A\" Lee", "oldRole": "Viewer", "newRole": "Admin"},
+            {"time": "2026-12-05T10:00:00Z", "change": "Revoked", "itemId": "0a",
+             "itemName": "Finance, EMEA", "principalId": "p9", "principalType": "Group",
+             "principalName": "=contractors", "oldRole": "Member"},
+            {"time": "2026-11-20T10:00:00Z", "change": "Added", "itemId": "0b",
+             "itemName": "Sales\nteam"}
+        ])
+    }
+
+    #[test]
+    fn changes_are_listed_newest_first_and_since_a_time() {
+        let view = with_changes(fabric_view(), history());
+        let s = view.status.as_ref().unwrap();
+        let all = changes(s, None);
+        assert_eq!(all.len(), 3);
+        assert_eq!(
+            changes_table(&all),
+            "\
+TIME                   CHANGE        ITEM            PRINCIPAL      PRINCIPAL TYPE   OLD ROLE   NEW ROLE
+2026-12-08T10:00:00Z   RoleChanged   Finance, EMEA   Ann \"A\" Lee    User             Viewer     Admin
+2026-12-05T10:00:00Z   Revoked       Finance, EMEA   =contractors   Group            Member     -
+2026-11-20T10:00:00Z   Added         Sales?team      -              -                -          -
+"
+        );
+        let week: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let recent = changes(s, Some(week));
+        assert_eq!(recent.len(), 2);
+        assert!(recent.iter().all(|c| c.time >= week));
+        // CSV read back by an RFC 4180 reader: the fields, a formula quoted.
+        let text = changes_csv(&all);
+        let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>(),
+            CHANGES_CSV_HEADER
+        );
+        let records: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        assert_eq!(
+            records[0],
+            [
+                "2026-12-08T10:00:00Z",
+                "RoleChanged",
+                "0a",
+                "Finance, EMEA",
+                "p1",
+                "User",
+                "Ann \"A\" Lee",
+                "Viewer",
+                "Admin"
+            ]
+        );
+        assert_eq!(records[1][6], "'=contractors");
+        assert_eq!(records[2][5..], ["", "", "", ""]);
+        let v = serde_json::to_value(change_list(&view, recent)).unwrap();
+        assert_eq!(v["name"], "fabric-all");
+        assert_eq!(v["changes"][0]["newRole"], "Admin");
+        assert_eq!(v["changes"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn change_notes_say_what_the_history_leaves_out() {
+        let notes = change_notes(&fabric_view(), None).join("\n");
+        assert!(notes.contains("no access changes recorded yet"), "{notes}");
+        assert!(notes.contains("truncated"), "{notes}");
+        let mut full = with_changes(datarobot_view(), history());
+        full.spec.history_limit = 3;
+        let notes = change_notes(&full, None).join("\n");
+        assert!(
+            notes.contains("the last 3 changes (spec.historyLimit 3)"),
+            "{notes}"
+        );
+        let since: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        assert!(
+            change_notes(&full, Some(since)).is_empty(),
+            "the history reaches back beyond --since"
+        );
+        full.spec.history_limit = 50;
+        assert!(change_notes(&full, None).is_empty());
     }
 
     #[test]
