@@ -470,16 +470,34 @@ fn example_manifests_in_deploy_validate() {
             match doc["kind"].as_str().unwrap() {
                 "NotebookTokenRequest" => {
                     let o: NotebookTokenRequest = serde_json::from_value(doc).unwrap();
-                    o.spec.azure.source().unwrap();
+                    if let CredentialChoice::Inline(a) = o.spec.credentials().unwrap() {
+                        a.source().unwrap();
+                    }
                 }
                 "LivyToken" => {
                     let o: LivyToken = serde_json::from_value(doc).unwrap();
                     o.spec.mode().unwrap();
-                    o.spec.alibaba.source().unwrap();
+                    if let CredentialChoice::Inline(a) = o.spec.credentials().unwrap() {
+                        a.source().unwrap();
+                    }
                 }
                 "WorkspaceView" => {
                     let o: WorkspaceView = serde_json::from_value(doc).unwrap();
-                    o.spec.source().unwrap();
+                    match o.spec.source().unwrap() {
+                        workspace_view::InventorySource::Fabric(f) => {
+                            if let CredentialChoice::Inline(a) = f.credentials().unwrap() {
+                                a.source().unwrap();
+                            }
+                        }
+                        workspace_view::InventorySource::DataRobot(d) => {
+                            d.credentials().unwrap();
+                        }
+                    }
+                }
+                "ClusterCredential" => {
+                    let o: ClusterCredential = serde_json::from_value(doc).unwrap();
+                    o.spec.credentials().unwrap();
+                    assert_eq!(o.spec.allowed_namespaces.problem(), None);
                 }
                 k => panic!("unexpected kind {k}"),
             }

@@ -95,12 +95,14 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
                         .into(),
                 ));
             }
+            source.credentials().map_err(Error::InvalidSpec)?;
             let client = ctx.clients.fabric_inventory(&ns, &source).await?;
             Ok(Plan::Fabric { source, client })
         }
         InventorySource::DataRobot(source) => {
             let selection = source.selection().map_err(Error::InvalidSpec)?;
             check_selection(&selection)?;
+            source.credentials().map_err(Error::InvalidSpec)?;
             let client = ctx.clients.datarobot_inventory(&ns, &source).await?;
             Ok(Plan::DataRobot { selection, client })
         }
