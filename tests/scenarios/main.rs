@@ -5,6 +5,7 @@
 // inside #[test] functions and #[cfg(test)] modules, which helpers of a test crate are not).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cluster_credential;
 mod fake_api_selftest;
 mod faults;
 mod foundation;
