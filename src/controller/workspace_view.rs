@@ -11,9 +11,11 @@
 //! - A reconciliation before the status's `nextSyncTime` (for a Ready status of the current
 //!   generation) reads nothing: after a restart, views whose inventory was written recently are
 //!   not all re-read at once. Since an unchanged refresh writes nothing, `nextSyncTime` can be
-//!   in the past, and then the view is read at once.
+//!   in the past, and then the view is read at once. A view naming a ClusterCredential is still
+//!   checked against it then, so that a namespace that lost access is told at once.
 
 use crate::api::WorkspaceView;
+use crate::api::cluster_credential::CredentialUser;
 use crate::api::workspace_view::{
     FabricRole, FabricSource, InventorySource, NotebookSelection, NotebookSelector,
     WorkspaceViewStatus,
@@ -277,6 +279,11 @@ impl Reconciler for WorkspaceView {
         _checkpoint: &mut Checkpoint<Self>,
     ) -> Result<Synced<WorkspaceViewStatus>, Error> {
         if let Some(not_due) = not_due(&obj, ctx.now()) {
+            // A view using a ClusterCredential is checked against it even when not due (no
+            // provider call): a namespace that lost access says so at once.
+            if obj.credential_ref().is_some() {
+                validate(&obj, &ctx).await?;
+            }
             return Ok(not_due);
         }
         let built = read_inventory(&obj, &ctx).await?;

@@ -421,3 +421,186 @@ async fn a_missing_credential_secret_is_reported_and_its_creation_noticed() {
     .await;
     running.stop().await;
 }
+
+/// The platform team's setup end to end: one service principal, one AccessKey and one
+/// DataRobot key in the credential namespace, three team namespaces allowed; each team gets
+/// its notebook token, Livy token and inventory with no credential in its namespace. Taking a
+/// namespace off the lists stops it at once, for every kind.
+#[tokio::test]
+async fn three_teams_get_tokens_and_inventories_from_the_platforms_three_credentials() {
+    use crate::livy::fake_emr::FakeEmr;
+    use workspace_access_operator::api::{LivyToken, WorkspaceView};
+    const AK_ID: &str = "LTAI-platform";
+    const AK_SECRET: &str = "platform-ak-secret";
+    const DR_KEY: &str = "platform-datarobot-key";
+    let teams = ["team-a", "team-b", "team-c"];
+    let azure = MockServer::start_async().await;
+    let entra_calls = entra(&azure, CLIENT_SECRET, "arm-bearer").await;
+    let arm_calls = arm(&azure, "arm-bearer", "nb-token").await;
+    let datarobot = MockServer::start_async().await;
+    let dr_calls = datarobot
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/v2/notebooks/sharedRoles/")
+                .header("authorization", format!("Token {DR_KEY}"));
+            then.status(200)
+                .json_body(json!({"data": [{"notebookId": "nb1", "roles": [
+                {"id": "u1", "name": "ann@example.com", "role": "OWNER",
+                 "shareRecipientType": "user"}]}]}));
+        })
+        .await;
+    let emr = FakeEmr::start(AK_ID, AK_SECRET, Arc::new(jiff::Timestamp::now)).await;
+    emr.add_token(
+        "w-1",
+        "lc-1",
+        "lctk-team",
+        "team",
+        "livy-token-content",
+        Duration::from_secs(8 * 3600),
+    );
+
+    let s = server();
+    s.insert(&namespace(CRED_NS, &[]));
+    s.insert(&secret(
+        CRED_NS,
+        "azure-sp",
+        &[("clientSecret", CLIENT_SECRET)],
+    ));
+    s.insert(&secret(
+        CRED_NS,
+        "emr-ak",
+        &[("accessKeyId", AK_ID), ("accessKeySecret", AK_SECRET)],
+    ));
+    s.insert(&secret(CRED_NS, "datarobot", &[("apiToken", DR_KEY)]));
+    let allowed = json!({"names": teams});
+    s.insert(&cluster_credential(&azure, allowed.clone()));
+    let other = |name: &str, spec: Value| -> ClusterCredential {
+        serde_json::from_value(json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "ClusterCredential",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap()
+    };
+    s.insert(&other(
+        "emr-prod",
+        json!({"alibaba": {"accessKeyRef": {"name": "emr-ak"}}, "allowedNamespaces": allowed}),
+    ));
+    s.insert(&other(
+        "datarobot-prod",
+        json!({"dataRobot": {"apiTokenRef": {"name": "datarobot", "key": "apiToken"}},
+               "allowedNamespaces": allowed}),
+    ));
+    for ns in teams {
+        s.insert(&namespace(ns, &[]));
+        s.insert(&ntr(ns, &azure));
+        let livy: LivyToken = serde_json::from_value(json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "LivyToken",
+            "metadata": {"name": "spark", "namespace": ns},
+            "spec": {"regionId": "cn-hangzhou", "workspaceId": "w-1", "livyComputeId": "lc-1",
+                     "endpoint": emr.base_url, "tokenId": "lctk-team",
+                     "credentialRef": {"name": "emr-prod"}, "secretName": "spark-token"}
+        }))
+        .unwrap();
+        s.insert(&livy);
+        let wsv: WorkspaceView = serde_json::from_value(json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
+            "metadata": {"name": "notebooks", "namespace": ns},
+            "spec": {"refreshInterval": "1h", "dataRobot": {
+                "endpoint": datarobot.url("/api/v2"), "notebookIds": ["nb1"],
+                "credentialRef": {"name": "datarobot-prod"}}}
+        }))
+        .unwrap();
+        s.insert(&wsv);
+    }
+    let running = start(&s).await;
+
+    let reasons = |ns: &str| {
+        let of = |v: Option<Value>| {
+            v.and_then(|v| ready_of(&v["status"]))
+                .map(|(_, r, _)| r)
+                .unwrap_or_default()
+        };
+        [
+            of(s.get::<NotebookTokenRequest>(ns, "ml")
+                .map(|o| serde_json::to_value(o).unwrap())),
+            of(s.get::<LivyToken>(ns, "spark")
+                .map(|o| serde_json::to_value(o).unwrap())),
+            of(s.get::<WorkspaceView>(ns, "notebooks")
+                .map(|o| serde_json::to_value(o).unwrap())),
+        ]
+    };
+    eventually("every team's three resources are Synced", || {
+        teams
+            .iter()
+            .all(|ns| reasons(ns) == ["Synced", "Synced", "Synced"])
+    })
+    .await;
+    for ns in teams {
+        let nb: Secret = s.get(ns, "ml-token").unwrap();
+        assert_eq!(
+            secret_value(&nb, "accessToken").as_deref(),
+            Some("nb-token")
+        );
+        let livy: Secret = s.get(ns, "spark-token").unwrap();
+        assert_eq!(
+            secret_value(&livy, "token").as_deref(),
+            Some("livy-token-content")
+        );
+        let view: WorkspaceView = s.get(ns, "notebooks").unwrap();
+        assert_eq!(view.status.unwrap().notebooks[0].roles[0].id, "u1");
+    }
+    assert_eq!(
+        entra_calls.calls_async().await,
+        1,
+        "one Entra token for all"
+    );
+    assert_eq!(arm_calls.calls_async().await, 3);
+    assert_eq!(dr_calls.calls_async().await, 3);
+    assert_eq!(emr.bad_signatures(), 0);
+    // No credential in any team namespace: not in a Secret, not in any object.
+    let credentials = [CLIENT_SECRET, AK_SECRET, DR_KEY];
+    let team_objects: Vec<String> = s
+        .list::<Secret>(None)
+        .iter()
+        .filter(|o| o.metadata.namespace.as_deref() != Some(CRED_NS))
+        .map(|o| serde_json::to_string(o).unwrap())
+        .chain(
+            s.list::<NotebookTokenRequest>(None)
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap()),
+        )
+        .chain(
+            s.list::<LivyToken>(None)
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap()),
+        )
+        .chain(
+            s.list::<WorkspaceView>(None)
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap()),
+        )
+        .chain(
+            s.list::<k8s_openapi::api::events::v1::Event>(None)
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap()),
+        )
+        .collect();
+    for text in &team_objects {
+        for c in credentials {
+            assert!(!text.contains(c), "{c} in {text}");
+        }
+    }
+
+    // team-b is taken off all three lists: every one of its resources stops at once.
+    for name in ["azure-ml-prod", "emr-prod", "datarobot-prod"] {
+        s.modify::<ClusterCredential>("", name, |c| {
+            c["spec"]["allowedNamespaces"]["names"] = json!(["team-a", "team-c"]);
+        });
+    }
+    eventually("team-b is refused for every kind", || {
+        reasons("team-b") == ["CredentialNotAllowed"; 3]
+    })
+    .await;
+    assert_eq!(reasons("team-a"), ["Synced", "Synced", "Synced"]);
+    running.stop().await;
+}
