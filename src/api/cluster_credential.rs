@@ -534,6 +534,73 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_takes_exactly_one_of_its_inline_block_and_credential_ref() {
+        let r = json!({"name": "c"});
+        let azure = json!({"tenantId": "t.example.com",
+                           "clientId": "11111111-1111-1111-1111-111111111111",
+                           "workloadIdentity": true});
+        let ntr = |extra: serde_json::Value| {
+            let mut spec = json!({"subscriptionId": "00000000-1111-2222-3333-444444444444",
+                                  "resourceGroup": "rg", "workspaceName": "ws"});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<crate::api::NotebookTokenRequestSpec>(spec)
+                .unwrap()
+                .credentials()
+                .map(|c| matches!(c, CredentialChoice::Cluster(_)))
+        };
+        assert_eq!(ntr(json!({"credentialRef": r})), Ok(true));
+        assert_eq!(ntr(json!({"azure": azure})), Ok(false));
+        let both = ntr(json!({"azure": azure, "credentialRef": r})).unwrap_err();
+        assert_eq!(
+            both,
+            "set either spec.azure or spec.credentialRef, not both"
+        );
+        let neither = ntr(json!({})).unwrap_err();
+        assert!(
+            neither
+                .contains("set spec.azure (credentials in this namespace) or spec.credentialRef")
+        );
+
+        let livy = |extra: serde_json::Value| {
+            let mut spec = json!({"regionId": "cn-hangzhou", "workspaceId": "w", "livyComputeId": "l",
+                                  "tokenId": "t"});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<crate::api::LivyTokenSpec>(spec)
+                .unwrap()
+                .credentials()
+                .map(|_| ())
+        };
+        assert!(livy(json!({"credentialRef": r})).is_ok());
+        assert!(livy(json!({"alibaba": {"rrsa": true}})).is_ok());
+        assert!(
+            livy(json!({"alibaba": {"rrsa": true}, "credentialRef": r}))
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(livy(json!({})).unwrap_err().contains("spec.alibaba"));
+
+        let fabric: crate::api::workspace_view::FabricSource =
+            serde_json::from_value(json!({"azure": azure, "credentialRef": r})).unwrap();
+        assert!(
+            fabric
+                .credentials()
+                .unwrap_err()
+                .contains("spec.fabric.credentialRef")
+        );
+        let dr: crate::api::workspace_view::DataRobotSource =
+            serde_json::from_value(json!({"notebookIds": ["a"]})).unwrap();
+        assert!(
+            dr.credentials()
+                .unwrap_err()
+                .contains("spec.dataRobot.apiTokenRef")
+        );
+    }
+
+    #[test]
     fn resources_name_their_credential() {
         let ntr: NotebookTokenRequest = serde_json::from_value(json!({
             "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "NotebookTokenRequest",

@@ -171,6 +171,28 @@ fn names_categories_columns_and_subresources() {
             vec!["Provider", "Count", "Ready", "Last Sync", "Age"],
         ),
     ];
+    assert_eq!(crds.len(), 4);
+    let cc = &crds[3];
+    assert_eq!(cc.spec.names.kind, "ClusterCredential");
+    assert_eq!(cc.spec.scope, "Cluster");
+    assert_eq!(
+        cc.spec.names.short_names.as_deref(),
+        Some(&["ccred".to_string()][..])
+    );
+    assert_eq!(
+        cc.spec.names.categories.as_deref(),
+        Some(&["workspaceaccess".to_string()][..])
+    );
+    let v = &cc.spec.versions[0];
+    assert!(v.subresources.as_ref().unwrap().status.is_some());
+    let names: Vec<&str> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["Provider", "Ready", "Used By", "Age"]);
     for (crd, (kind, short, columns)) in crds.iter().zip(want) {
         assert_eq!(crd.spec.group, "workspaceaccess.io");
         assert_eq!(crd.spec.scope, "Namespaced");
@@ -439,6 +461,10 @@ fn one_of_rules_are_in_the_schema() {
         "has(self.notebookIds) ? !has(self.selector) : has(self.selector)",
         "has(self.clientSecretRef) ? !(has(self.workloadIdentity) && self.workloadIdentity) : (has(self.workloadIdentity) && self.workloadIdentity)",
         "has(self.accessKeyRef) ? !(has(self.rrsa) && self.rrsa) : (has(self.rrsa) && self.rrsa)",
+        "has(self.azure) ? !has(self.credentialRef) : has(self.credentialRef)",
+        "has(self.alibaba) ? !has(self.credentialRef) : has(self.credentialRef)",
+        "has(self.apiTokenRef) ? !has(self.credentialRef) : has(self.credentialRef)",
+        "has(self.azure) ? (!has(self.alibaba) && !has(self.dataRobot)) : (has(self.alibaba) ? !has(self.dataRobot) : has(self.dataRobot))",
     ] {
         assert!(all.contains(rule), "missing CEL rule {rule}");
     }

@@ -916,6 +916,109 @@ mod tests {
         }
     }
 
+    /// A factory with these ClusterCredentials (their Secrets in namespace "wao") and
+    /// namespaces' labels.
+    fn with_cluster_credentials(
+        credentials: Vec<serde_json::Value>,
+        namespaces: &[(&str, &[(&str, &str)])],
+    ) -> LiveClients {
+        let mut secrets = StaticSecretSource::default();
+        let s: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ak", "namespace": "wao"},
+            "stringData": {"accessKeyId": "id", "accessKeySecret": "platform-ak"}
+        }))
+        .unwrap();
+        secrets.insert(s, "wao");
+        let secrets = Arc::new(secrets);
+        let credentials = credentials
+            .into_iter()
+            .map(|spec| {
+                serde_json::from_value::<ClusterCredential>(serde_json::json!({
+                    "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "ClusterCredential",
+                    "metadata": {"name": spec["name"]}, "spec": spec["spec"]
+                }))
+                .unwrap()
+            })
+            .collect::<Vec<_>>();
+        let labels = namespaces
+            .iter()
+            .map(|(ns, l)| {
+                let l = l
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                (ns.to_string(), l)
+            })
+            .collect();
+        let directory = CredentialDirectory::fixed("wao", credentials, labels, secrets.clone());
+        let metrics = Arc::new(Metrics::new());
+        LiveClients::new(
+            HttpClient::new(HttpOptions::default(), metrics).unwrap(),
+            EndpointPolicy::default(),
+            PodIdentityPolicy::default(),
+            Arc::new(StaticSecretSource::default()),
+            Arc::new(SystemClock),
+        )
+        .with_credentials(Arc::new(directory))
+    }
+
+    #[tokio::test]
+    async fn a_cluster_credential_must_allow_the_namespace_and_hold_the_provider() {
+        let clients = with_cluster_credentials(
+            vec![serde_json::json!({"name": "emr", "spec": {
+                "alibaba": {"accessKeyRef": {"name": "ak"}},
+                "allowedNamespaces": {"names": ["team-a"],
+                                      "selector": {"matchLabels": {"emr": "yes"}}}}})],
+            &[("team-b", &[("emr", "yes")]), ("team-c", &[("emr", "no")])],
+        );
+        let r = CredentialRef { name: "emr".into() };
+        let get = |ns: &'static str, want: CredentialProvider| {
+            let clients = &clients;
+            let r = &r;
+            async move {
+                clients
+                    .cluster_credential(ns, "spec.credentialRef", r, want, "LivyToken")
+                    .await
+            }
+        };
+        // Allowed by name, by label; the provider matches.
+        assert!(get("team-a", CredentialProvider::Alibaba).await.is_ok());
+        assert!(get("team-b", CredentialProvider::Alibaba).await.is_ok());
+        // Allowed but of another provider: InvalidSpec naming both.
+        let err = get("team-a", CredentialProvider::Azure).await.unwrap_err();
+        assert_eq!(err.reason(), Reason::InvalidSpec);
+        assert!(
+            err.to_string().contains(
+                "ClusterCredential emr holds Alibaba credentials; a LivyToken needs Azure"
+            ),
+            "{err}"
+        );
+        // Not allowed: CredentialNotAllowed whatever the provider, which isn't told.
+        for want in [CredentialProvider::Alibaba, CredentialProvider::Azure] {
+            for ns in ["team-c", "team-d"] {
+                let err = get(ns, want).await.unwrap_err();
+                assert_eq!(err.reason(), Reason::CredentialNotAllowed, "{ns}");
+                assert!(!err.to_string().contains("Alibaba"), "{err}");
+            }
+        }
+        // Unknown: CredentialsNotFound.
+        let unknown = CredentialRef {
+            name: "nope".into(),
+        };
+        let err = clients
+            .cluster_credential(
+                "team-a",
+                "spec.credentialRef",
+                &unknown,
+                CredentialProvider::Alibaba,
+                "LivyToken",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Reason::CredentialsNotFound);
+        assert_eq!(err.to_string(), "ClusterCredential nope not found");
+    }
+
     #[tokio::test]
     async fn workload_identity_needs_an_allowed_namespace_and_an_official_authority() {
         let c = creds(None, None);

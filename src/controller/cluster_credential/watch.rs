@@ -32,7 +32,6 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -543,18 +542,16 @@ impl CredentialWatches {
     }
 }
 
-/// The ClusterCredentials a watch event of a user kind concerns: the one the object names now
-/// and the one it named before (`old`, from the cache before the event is applied), so that
-/// both counts follow.
+/// The ClusterCredentials whose `usedBy` count an object's change affects: none when it names
+/// the same one as before (`old`, from the cache before the event is applied; e.g. a status
+/// write), else the one it named and the one it names (`new`; `None` once deleted).
 pub fn usage_of<K: CredentialUser>(old: Option<&K>, new: Option<&K>) -> Vec<String> {
-    let mut out: Vec<String> = old
-        .and_then(CredentialUser::credential_ref)
-        .into_iter()
-        .chain(new.and_then(CredentialUser::credential_ref))
-        .map(str::to_owned)
-        .collect();
-    out.dedup();
-    out
+    let before = old.and_then(CredentialUser::credential_ref);
+    let after = new.and_then(CredentialUser::credential_ref);
+    if old.is_some() && before == after {
+        return vec![];
+    }
+    before.into_iter().chain(after).map(str::to_owned).collect()
 }
 
 /// Reports the ClusterCredentials a user kind's watch event concerns to `usage` (before the
@@ -565,16 +562,15 @@ pub fn report_usage<K>(
     event: &watcher::Event<K>,
 ) where
     K: Resource<DynamicType = ()> + CredentialUser + Clone + 'static,
-    ObjectRef<K>: Hash + Eq,
 {
-    let (old, new) = match event {
+    let names = match event {
         watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-            (store.get(&ObjectRef::from_obj(o)), Some(o))
+            usage_of(store.get(&ObjectRef::from_obj(o)).as_deref(), Some(o))
         }
-        watcher::Event::Delete(o) => (None, Some(o)),
+        watcher::Event::Delete(o) => usage_of(Some(o), None),
         watcher::Event::Init | watcher::Event::InitDone => return,
     };
-    for name in usage_of(old.as_deref(), new) {
+    for name in names {
         let _ = usage.unbounded_send(name);
     }
 }
@@ -624,10 +620,14 @@ mod tests {
             .unwrap()
         };
         let (a, b, none) = (ntr(Some("a")), ntr(Some("b")), ntr(None));
-        assert_eq!(usage_of(Some(&a), Some(&b)), ["a", "b"]);
-        assert_eq!(usage_of(Some(&a), Some(&a)), ["a"]);
-        assert_eq!(usage_of(None, Some(&b)), ["b"]);
-        assert_eq!(usage_of(Some(&a), Some(&none)), ["a"]);
+        assert_eq!(usage_of(Some(&a), Some(&b)), ["a", "b"], "switched");
+        assert!(
+            usage_of(Some(&a), Some(&a)).is_empty(),
+            "e.g. a status write"
+        );
+        assert_eq!(usage_of(None, Some(&b)), ["b"], "new");
+        assert_eq!(usage_of(Some(&a), Some(&none)), ["a"], "went inline");
+        assert_eq!(usage_of(Some(&a), None), ["a"], "deleted");
         assert!(usage_of(None, Some(&none)).is_empty());
     }
 
