@@ -42,11 +42,34 @@ pub const TOKEN_NAME_PATTERN: &str = r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#
     ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = r#".status.conditions[?(@.type=="Ready")].message"#
+    ),
+    printcolumn(
+        name = "Last Sync",
+        type_ = "date",
+        priority = 1,
+        json_path = ".status.lastSyncTime"
+    ),
+    printcolumn(
+        name = "Next Sync",
+        type_ = "date",
+        priority = 1,
+        json_path = ".status.nextSyncTime"
     )
 )]
 #[serde(rename_all = "camelCase")]

@@ -158,17 +158,47 @@ fn names_categories_columns_and_subresources() {
         (
             "NotebookTokenRequest",
             "ntr",
-            vec!["Workspace", "Secret", "Ready", "Expires", "Age"],
+            vec![
+                "Workspace",
+                "Secret",
+                "Ready",
+                "Reason",
+                "Expires",
+                "Age",
+                "Message",
+                "Last Sync",
+                "Next Sync",
+            ],
         ),
         (
             "LivyToken",
             "livytoken",
-            vec!["Livy Compute", "Token", "Secret", "Ready", "Expires", "Age"],
+            vec![
+                "Livy Compute",
+                "Token",
+                "Secret",
+                "Ready",
+                "Reason",
+                "Expires",
+                "Age",
+                "Message",
+                "Last Sync",
+                "Next Sync",
+            ],
         ),
         (
             "WorkspaceView",
             "wsv",
-            vec!["Provider", "Count", "Ready", "Last Sync", "Age"],
+            vec![
+                "Provider",
+                "Count",
+                "Ready",
+                "Reason",
+                "Last Sync",
+                "Age",
+                "Message",
+                "Next Sync",
+            ],
         ),
     ];
     assert_eq!(crds.len(), 4);
@@ -192,7 +222,12 @@ fn names_categories_columns_and_subresources() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(names, ["Provider", "Ready", "Used By", "Age"]);
+    assert_eq!(
+        names,
+        ["Provider", "Ready", "Reason", "Used By", "Age", "Message"]
+    );
+    let message = &v.additional_printer_columns.as_ref().unwrap()[5];
+    assert_eq!(message.priority, Some(1), "the message only with -o wide");
     for (crd, (kind, short, columns)) in crds.iter().zip(want) {
         assert_eq!(crd.spec.group, "workspaceaccess.io");
         assert_eq!(crd.spec.scope, "Namespaced");
@@ -219,6 +254,21 @@ fn names_categories_columns_and_subresources() {
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(names, columns, "{kind} printer columns");
+        // The Ready condition's reason in the default output; its message and the sync times
+        // only with -o wide (priority 1).
+        for c in v.additional_printer_columns.as_ref().unwrap() {
+            let (path, priority) = match c.name.as_str() {
+                "Ready" => (r#".status.conditions[?(@.type=="Ready")].status"#, None),
+                "Reason" => (r#".status.conditions[?(@.type=="Ready")].reason"#, None),
+                "Message" => (r#".status.conditions[?(@.type=="Ready")].message"#, Some(1)),
+                "Next Sync" => (".status.nextSyncTime", Some(1)),
+                "Last Sync" if kind == "WorkspaceView" => (".status.lastSyncTime", None),
+                "Last Sync" => (".status.lastSyncTime", Some(1)),
+                _ => continue,
+            };
+            assert_eq!(c.json_path, path, "{kind} {}", c.name);
+            assert_eq!(c.priority, priority, "{kind} {} priority", c.name);
+        }
     }
 }
 

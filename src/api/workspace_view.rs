@@ -44,11 +44,28 @@ pub const DATAROBOT_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#
     ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = r#".status.conditions[?(@.type=="Ready")].message"#
+    ),
+    printcolumn(
+        name = "Next Sync",
+        type_ = "date",
+        priority = 1,
+        json_path = ".status.nextSyncTime"
     )
 )]
 #[serde(rename_all = "camelCase")]

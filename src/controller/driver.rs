@@ -305,10 +305,13 @@ async fn report_failure<K: Reconciler>(
     now: Timestamp,
 ) -> Result<(), Error> {
     let reason = err.reason();
-    let message = match doing {
-        Some(doing) => clip(&format!("{doing}: {}", err.message()), 1000),
-        None => err.message(),
+    let with_doing = |m: String| match doing {
+        Some(doing) => clip(&format!("{doing}: {m}"), 1000),
+        None => m,
     };
+    // The condition gets the short form; the event and the log the whole line.
+    let summary = with_doing(err.summary());
+    let message = with_doing(err.message());
     ctx.metrics.failure(K::KIND, reason.as_str());
     let generation = obj.meta().generation;
     let current = checkpoint.current().cloned();
@@ -319,7 +322,7 @@ async fn report_failure<K: Reconciler>(
         &mut common.conditions,
         false,
         reason,
-        &message,
+        &summary,
         generation,
         now,
     );

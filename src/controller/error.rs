@@ -5,6 +5,9 @@ use crate::providers::endpoint::EndpointError;
 use crate::providers::error::{ProviderError, ProviderErrorKind};
 use std::{fmt, time::Duration};
 
+/// About how long a condition message of a provider failure is (see [`Error::summary`]).
+pub const SUMMARY_MAX: usize = 200;
+
 /// Reasons of the Ready condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -167,10 +170,22 @@ impl Error {
         }
     }
 
-    /// The condition message: secret-free by construction (provider messages are built from
-    /// error codes and provider text, never from tokens or request contents).
+    /// The whole message, for events and logs: one line, secret-free by construction
+    /// (provider messages are built from error codes and provider text, never from tokens or
+    /// request contents).
     pub fn message(&self) -> String {
         crate::providers::error::clip(&self.to_string(), 1000)
+    }
+
+    /// The condition message: [`Self::message`], with a provider's text shortened so that the
+    /// line reads well in `kubectl get -o wide` (about [`SUMMARY_MAX`] characters; the code,
+    /// the call and the request id stay whole).
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Provider(p) => p.summary(SUMMARY_MAX),
+            Error::Reported { source, .. } => source.summary(),
+            _ => self.message(),
+        }
     }
 }
 

@@ -223,27 +223,22 @@ fn error_from(response: &ProviderResponse, bearer: &str) -> ProviderError {
         .as_deref()
         .map(|c| clip(&scrub(c, &[bearer]), 80));
     let kind = kind_of(status, code.as_deref());
-    let mut message = format!("Azure Resource Manager answered HTTP {status}");
-    if let Some(c) = &code {
-        message.push(' ');
-        message.push_str(c);
-    }
-    match detail.message.as_deref().filter(|m| !m.trim().is_empty()) {
-        Some(m) => {
-            message.push_str(": ");
-            message.push_str(m);
-        }
+    let text = match detail.message.as_deref().filter(|m| !m.trim().is_empty()) {
+        Some(m) => scrub(m, &[bearer]),
         None if kind == ProviderErrorKind::Forbidden => {
-            message.push_str(&format!(
-                ": the caller needs {REQUIRED_ACTION} on the workspace"
-            ));
+            format!("the caller needs {REQUIRED_ACTION} on the workspace")
         }
-        None => {}
-    }
-    ProviderError::new(kind, clip(&scrub(&message, &[bearer]), 600))
-        .with_status(status)
-        .with_request_id(request_id(response, bearer))
-        .with_retry_after(response.retry_after())
+        None => String::new(),
+    };
+    ProviderError::http(
+        kind,
+        "Azure Resource Manager listNotebookAccessToken",
+        status,
+        code.as_deref(),
+        &text,
+    )
+    .with_request_id(request_id(response, bearer))
+    .with_retry_after(response.retry_after())
 }
 
 /// The error kind for an ARM status and `error.code`.

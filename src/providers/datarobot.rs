@@ -19,7 +19,7 @@
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
 use crate::providers::endpoint::{EndpointPolicy, Service};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message, scrub};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
 use crate::providers::segment;
 use crate::redact::SecretString;
@@ -459,14 +459,15 @@ fn error_from(operation: &str, response: &ProviderResponse, secrets: &[&str]) ->
         None => (None, String::new()),
     };
     // Provider text is scrubbed before it is shortened: a shortened secret would not match.
-    let mut message = http_error_message(
+    let mut error = ProviderError::http(
+        ProviderError::kind_for_status(status),
         &format!("DataRobot {operation}"),
         status,
         name.map(|n| scrub(&n, secrets)).as_deref(),
         &scrub(&text, secrets),
     );
     if status == 401 {
-        message.push_str(
+        error.message.push_str(
             " (check the API token in apiTokenRef, and authScheme: Token for API keys, Bearer \
              for OAuth access tokens)",
         );
@@ -475,8 +476,7 @@ fn error_from(operation: &str, response: &ProviderResponse, secrets: &[&str]) ->
         .header("x-request-id")
         .or_else(|| response.header("x-datarobot-request-id"))
         .map(|s| clip(&scrub(s, secrets), 100));
-    ProviderError::new(ProviderError::kind_for_status(status), message)
-        .with_status(status)
+    error
         .with_request_id(request_id)
         .with_retry_after(response.retry_after())
 }

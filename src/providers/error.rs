@@ -23,14 +23,23 @@ pub enum ProviderErrorKind {
     InvalidResponse,
 }
 
-/// An error from a provider call. `message` is safe to show in a condition: providers' own error
-/// codes and messages, never a request body, header or token.
+/// An error from a provider call, safe to show in a condition: providers' own error codes and
+/// messages, never a request body, header or token.
+///
+/// It reads as one line: the provider's code and text first (`message`), then in parentheses
+/// which call failed and how (`context`) and the provider's request id:
+/// `AADSTS7000215: Invalid client secret provided. (Microsoft Entra ID token request, HTTP 401,
+/// invalid_client; request id 67c1…)`. [`ProviderError::summary`] is the same line with the
+/// provider's text shortened, for condition messages (`kubectl get -o wide`); the full line
+/// goes to events and logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderError {
     /// What kind of failure.
     pub kind: ProviderErrorKind,
-    /// Human-readable, secret-free detail.
+    /// Human-readable, secret-free detail: the provider's code and text, or what happened.
     pub message: String,
+    /// Which call failed and how it ended, e.g. `Fabric listWorkspaces, HTTP 403`.
+    pub context: Option<String>,
     /// The provider's request ID, if it gave one (quoted to support).
     pub request_id: Option<String>,
     /// How long the provider asked us to wait (Retry-After, x-acs-retry-after).
@@ -45,9 +54,66 @@ impl ProviderError {
         Self {
             kind,
             message: message.into(),
+            context: None,
             request_id: None,
             retry_after: None,
             status: None,
+        }
+    }
+
+    /// An error answered by a provider over HTTP: `what` names the call (e.g. `Fabric
+    /// listWorkspaces`), `code` and `text` are what the provider said (scrubbed by the caller).
+    /// The message is the code and the text (at most 600 characters); the context names the
+    /// call and the status.
+    pub fn http(
+        kind: ProviderErrorKind,
+        what: &str,
+        status: u16,
+        code: Option<&str>,
+        text: &str,
+    ) -> Self {
+        let parts: Vec<&str> = [code.unwrap_or_default(), text.trim()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
+        let message = if parts.is_empty() {
+            "no error details in the response".to_owned()
+        } else {
+            parts.join(": ")
+        };
+        Self::new(kind, clip(&message, 600))
+            .with_context(format!("{what}, HTTP {status}"))
+            .with_status(status)
+    }
+
+    /// Adds which call failed and how.
+    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into()).filter(|c| !c.is_empty());
+        self
+    }
+
+    /// The error as one line of at most about `max` characters: the message shortened (never
+    /// below 60 characters), the context and request id kept whole.
+    pub fn summary(&self, max: usize) -> String {
+        let tail = self.tail();
+        let room = max.saturating_sub(tail.chars().count()).max(60);
+        let mut line = clip(&self.message, room - 1);
+        line.push_str(&tail);
+        line
+    }
+
+    /// ` (context; request id …)`, or empty.
+    fn tail(&self) -> String {
+        let parts: Vec<String> = self
+            .context
+            .iter()
+            .cloned()
+            .chain(self.request_id.iter().map(|id| format!("request id {id}")))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
         }
     }
 
@@ -85,28 +151,11 @@ impl ProviderError {
 
 impl fmt::Display for ProviderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(id) = &self.request_id {
-            write!(f, " (request id {id})")?;
-        }
-        Ok(())
+        write!(f, "{}{}", self.message, self.tail())
     }
 }
 
 impl std::error::Error for ProviderError {}
-
-/// The message of a provider's error response: `{what}: HTTP {status}`, then the provider's
-/// error code and text where it gave them, on one line of at most 600 characters.
-pub fn http_error_message(what: &str, status: u16, code: Option<&str>, text: &str) -> String {
-    let mut message = format!("{what}: HTTP {status}");
-    for part in [code.unwrap_or_default(), text] {
-        if !part.is_empty() {
-            message.push_str(": ");
-            message.push_str(part);
-        }
-    }
-    clip(&message, 600)
-}
 
 /// `text` with every occurrence of each of `secrets` (the credentials a request carried, in
 /// case the provider echoes one back) replaced by `[redacted]`. Values shorter than 6
@@ -120,13 +169,15 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
     out
 }
 
-/// Shortens provider-supplied text for a condition message: at most `max` characters, one line.
+/// Shortens provider-supplied text for a condition message: at most `max` characters, one line
+/// (control characters and runs of white space become one space).
 pub fn clip(text: &str, max: usize) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let trimmed = one_line.trim();
+    let one_line = text
+        .split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let trimmed = one_line.as_str();
     if trimmed.chars().count() <= max {
         trimmed.to_owned()
     } else {
@@ -175,30 +226,65 @@ mod tests {
 
     #[test]
     fn http_error_messages_show_what_the_provider_gave() {
+        let e = |code, text: &str, status| {
+            ProviderError::http(ProviderErrorKind::InvalidRequest, "X", status, code, text)
+                .to_string()
+        };
         assert_eq!(
-            http_error_message(
+            ProviderError::http(
+                ProviderErrorKind::InvalidRequest,
                 "Fabric listWorkspaces",
                 400,
                 Some("InvalidParameter"),
                 "bad"
+            )
+            .to_string(),
+            "InvalidParameter: bad (Fabric listWorkspaces, HTTP 400)"
+        );
+        assert_eq!(e(Some("Code"), "", 403), "Code (X, HTTP 403)");
+        assert_eq!(e(None, "oops\nmore", 500), "oops more (X, HTTP 500)");
+        assert_eq!(
+            e(Some(""), "", 502),
+            "no error details in the response (X, HTTP 502)"
+        );
+        let long = ProviderError::http(
+            ProviderErrorKind::Unavailable,
+            "X",
+            500,
+            None,
+            &"y".repeat(2000),
+        );
+        assert!(long.message.chars().count() <= 601);
+        assert_eq!(long.status, Some(500));
+    }
+
+    #[test]
+    fn the_summary_shortens_the_text_and_keeps_the_code_context_and_request_id() {
+        let e = ProviderError::http(
+            ProviderErrorKind::AuthenticationFailed,
+            "Microsoft Entra ID token request",
+            401,
+            Some("AADSTS7000215"),
+            &format!(
+                "Invalid client secret provided. {}",
+                "Ensure the secret ".repeat(30)
             ),
-            "Fabric listWorkspaces: HTTP 400: InvalidParameter: bad"
-        );
-        assert_eq!(
-            http_error_message("X", 403, Some("Code"), ""),
-            "X: HTTP 403: Code"
-        );
-        assert_eq!(
-            http_error_message("X", 500, None, "oops\nmore"),
-            "X: HTTP 500: oops more"
-        );
-        assert_eq!(http_error_message("X", 502, Some(""), ""), "X: HTTP 502");
+        )
+        .with_request_id(Some("67c1-trace".into()));
+        let full = e.to_string();
+        assert!(full.len() > 500, "{full}");
+        assert_eq!(full.matches("request id").count(), 1);
+        let short = e.summary(200);
+        assert!(short.chars().count() <= 200, "{} {short}", short.len());
+        assert!(short.starts_with("AADSTS7000215: Invalid client secret provided."));
         assert!(
-            http_error_message("X", 500, None, &"y".repeat(2000))
-                .chars()
-                .count()
-                <= 601
+            short
+                .ends_with("… (Microsoft Entra ID token request, HTTP 401; request id 67c1-trace)")
         );
+        // A short message is left whole.
+        let small = ProviderError::new(ProviderErrorKind::NotFound, "gone");
+        assert_eq!(small.summary(200), "gone");
+        assert_eq!(small.to_string(), "gone");
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! Every list is complete or an error: a page failing midway fails the whole call.
 
 use crate::providers::endpoint::{EndpointPolicy, Service};
-use crate::providers::error::{ProviderError, ProviderErrorKind, clip, http_error_message, scrub};
+use crate::providers::error::{ProviderError, ProviderErrorKind, clip, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse, RetrySoon};
 use crate::providers::segment;
 use crate::redact::SecretString;
@@ -404,7 +404,8 @@ fn error_from(operation: &str, response: &ProviderResponse, secrets: &[&str]) ->
         _ => ProviderError::kind_for_status(status),
     };
     // Provider text is scrubbed before it is shortened: a shortened secret would not match.
-    let message = http_error_message(
+    let error = ProviderError::http(
+        kind,
         &format!("Fabric {operation}"),
         status,
         code.map(|c| scrub(&c, secrets)).as_deref(),
@@ -414,8 +415,7 @@ fn error_from(operation: &str, response: &ProviderResponse, secrets: &[&str]) ->
         .or_else(|| response.header("requestid").map(str::to_owned))
         .or_else(|| response.header("x-ms-request-id").map(str::to_owned))
         .map(|s| clip(&scrub(&s, secrets), 100));
-    ProviderError::new(kind, message)
-        .with_status(status)
+    error
         .with_request_id(request_id)
         .with_retry_after(response.retry_after())
 }

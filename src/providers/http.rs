@@ -304,13 +304,93 @@ async fn read_bounded(
     }
 }
 
+/// Why a connection could not be made: the DNS lookup, a refused or reset connection, a
+/// timeout, or the TLS handshake (with the certificate problem). Read from the error's source
+/// chain: kinds and library error texts, never a URL, header or body.
+fn connect_cause(e: &reqwest::Error) -> Option<String> {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(err) = source {
+        if let Some(tls) = tls_error(err) {
+            return Some(describe_tls(tls));
+        }
+        let text = err.to_string();
+        if text.starts_with("dns error") || text.contains("failed to lookup address") {
+            return Some("DNS lookup failed (the host name does not resolve)".into());
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            let what = match io.kind() {
+                ConnectionRefused => Some("connection refused (nothing listens on that port)"),
+                ConnectionReset | ConnectionAborted => Some("the connection was reset"),
+                TimedOut => Some("the connection timed out"),
+                HostUnreachable | NetworkUnreachable => Some("host or network unreachable"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                return Some(what.into());
+            }
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The rustls error `err` is or wraps (the TLS stream wraps it in I/O errors, whose `source()`
+/// skips the wrapped error itself).
+fn tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+    tls_error(inner)
+}
+
+/// A TLS failure in words, naming the certificate problem.
+fn describe_tls(e: &rustls::Error) -> String {
+    use rustls::CertificateError::*;
+    match e {
+        rustls::Error::InvalidCertificate(c) => {
+            let what = match c {
+                UnknownIssuer => {
+                    "issued by an unknown certificate authority (self-signed, or a private CA the \
+                     operator doesn't trust)"
+                        .to_owned()
+                }
+                Expired | ExpiredContext { .. } => "expired".to_owned(),
+                NotValidYet | NotValidYetContext { .. } => "not valid yet".to_owned(),
+                NotValidForName | NotValidForNameContext { .. } => {
+                    "not valid for this host name".to_owned()
+                }
+                Revoked => "revoked".to_owned(),
+                BadSignature => "badly signed".to_owned(),
+                other => format!("refused: {other}"),
+            };
+            format!("TLS handshake failed: the server's certificate is {what}")
+        }
+        other => format!("TLS handshake failed: {other}"),
+    }
+}
+
 /// A metric label and a secret-free message for a transport error.
 fn describe_transport_error(
     e: &reqwest::Error,
     origin: &str,
     options: &HttpOptions,
 ) -> (&'static str, String) {
-    if e.is_timeout() {
+    if e.is_connect() {
+        let cause = connect_cause(e).unwrap_or_else(|| {
+            if e.is_timeout() {
+                format!(
+                    "no connection within {}",
+                    crate::api::duration::format_duration(options.connect_timeout)
+                )
+            } else {
+                "connection failed".to_owned()
+            }
+        });
+        ("connect", format!("could not connect to {origin}: {cause}"))
+    } else if e.is_timeout() {
         (
             "timeout",
             format!(
@@ -318,8 +398,6 @@ fn describe_transport_error(
                 crate::api::duration::format_duration(options.timeout)
             ),
         )
-    } else if e.is_connect() {
-        ("connect", format!("could not connect to {origin}"))
     } else if e.is_redirect() {
         (
             "redirect",
@@ -580,6 +658,70 @@ mod tests {
             .unwrap();
         let err = c.execute(CALL, req).await.unwrap_err();
         assert_eq!(err.kind, ProviderErrorKind::Unavailable);
-        assert!(err.message.contains("could not connect"), "{}", err.message);
+        assert_eq!(
+            err.message,
+            format!(
+                "could not connect to http://127.0.0.1:{port}: connection refused (nothing \
+                 listens on that port)"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unresolvable_host_is_a_dns_failure() {
+        let c = client(5000);
+        // `.invalid` never resolves (RFC 2606).
+        let req = c
+            .reqwest()
+            .get("http://no-such-host.invalid/x?secret=not-shown")
+            .build()
+            .unwrap();
+        let err = c.execute(CALL, req).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Unavailable);
+        assert_eq!(
+            err.message,
+            "could not connect to http://no-such-host.invalid: DNS lookup failed (the host name \
+             does not resolve)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_certificate_is_named_as_the_cause() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        install_crypto_provider();
+        let cert =
+            CertificateDer::from_pem_slice(include_bytes!("testdata/self-signed.crt")).unwrap();
+        let key =
+            PrivateKeyDer::from_pem_slice(include_bytes!("testdata/self-signed.key")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                // The client gives up during the handshake.
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let c = client(5000);
+        let req = c
+            .reqwest()
+            .get(format!("https://127.0.0.1:{port}/x"))
+            .build()
+            .unwrap();
+        let err = c.execute(CALL, req).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Unavailable);
+        assert_eq!(
+            err.message,
+            format!(
+                "could not connect to https://127.0.0.1:{port}: TLS handshake failed: the \
+                 server's certificate is issued by an unknown certificate authority \
+                 (self-signed, or a private CA the operator doesn't trust)"
+            )
+        );
     }
 }

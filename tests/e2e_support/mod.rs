@@ -237,6 +237,36 @@ impl Operator {
             .sum()
     }
 
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The value of a gauge or the sum of a counter's series, or `None` if the operator doesn't
+    /// answer (e.g. it was killed).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.try_get("/metrics").await?;
+        Some(
+            text.lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();

@@ -462,11 +462,26 @@ async fn failures_keep_the_old_secret_and_say_why() {
     let status = e.status("ml");
     let (ready, reason, message) = ready_of(&status).unwrap();
     assert_eq!((ready.as_str(), reason.as_str()), ("False", "Forbidden"));
+    // The condition: one line that reads well in `kubectl get -o wide`, the provider's code
+    // first and the call, status and request id at the end.
     assert!(
-        message.contains("HTTP 403 AuthorizationFailed")
-            && message.contains("listNotebookAccessToken/action")
-            && message.ends_with("(request id req-403)"),
+        message.starts_with("AuthorizationFailed: The client does not have authorization")
+            && message.ends_with(
+                "(Azure Resource Manager listNotebookAccessToken, HTTP 403; request id req-403)"
+            )
+            && message.chars().count() <= 200,
         "{message}"
+    );
+    // The Warning event has the whole text.
+    let events: Vec<k8s_openapi::api::events::v1::Event> = e.s.list(Some(NS));
+    let note = events
+        .iter()
+        .filter_map(|ev| ev.note.as_deref())
+        .find(|n| n.starts_with("AuthorizationFailed"))
+        .expect("a Warning event");
+    assert!(
+        note.contains("listNotebookAccessToken/action") && note.ends_with("request id req-403)"),
+        "{note}"
     );
     assert_eq!(e.writes("/secrets/"), 0, "the old Secret is not touched");
     let kept = e.token_secret("ml");

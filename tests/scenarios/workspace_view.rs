@@ -273,7 +273,9 @@ async fn a_failed_sync_keeps_the_last_inventory() {
         ("False", "ProviderError")
     );
     assert!(
-        message.contains("HTTP 503: Service temporarily unavailable (request id rq-9)"),
+        message.contains(
+            "Service temporarily unavailable (DataRobot listNotebooks, HTTP 503; request id rq-9)"
+        ),
         "{message}"
     );
     for field in [

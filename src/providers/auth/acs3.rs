@@ -409,13 +409,12 @@ pub fn provider_error(
     if wait.is_some() && headers.contains_key("x-acs-retry-after") {
         kind = ProviderErrorKind::Throttled;
     }
-    let detail = match (&fields.code, &fields.message) {
-        (Some(c), Some(m)) => format!("{c}: {}", clip(m, 300)),
-        (Some(c), None) => c.clone(),
-        (None, Some(m)) => clip(m, 300),
-        (None, None) => "no error code in the response".into(),
-    };
-    ProviderError::new(kind, format!("{what} failed (HTTP {status}): {detail}"))
+    let text = fields
+        .message
+        .as_deref()
+        .map(|m| clip(m, 300))
+        .unwrap_or_default();
+    ProviderError::http(kind, what, status, fields.code.as_deref(), &text)
         .with_request_id(fields.request_id)
         .with_retry_after(wait)
         .with_status(status)
@@ -701,8 +700,9 @@ x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs
         assert_eq!(e.retry_after, Some(Duration::from_millis(2500)));
         assert_eq!(e.request_id.as_deref(), Some("9736ED45"));
         assert_eq!(
-            e.message,
-            "GetLivyComputeToken failed (HTTP 400): Throttling.User: Request was denied due to user flow control."
+            e.to_string(),
+            "Throttling.User: Request was denied due to user flow control. (GetLivyComputeToken, \
+             HTTP 400; request id 9736ED45)"
         );
         // An error without a code but with x-acs-retry-after is throttling too (as in the SDK).
         let e = provider_error(
@@ -714,6 +714,6 @@ x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs
             &[],
         );
         assert_eq!(e.kind, ProviderErrorKind::Throttled);
-        assert!(e.message.ends_with("no error code in the response"));
+        assert!(e.message.ends_with("no error details in the response"));
     }
 }

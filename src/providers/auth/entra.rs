@@ -435,13 +435,11 @@ fn error_from(response: &ProviderResponse, secrets: &[&str]) -> ProviderError {
         _ => ProviderErrorKind::AuthenticationFailed,
     };
     let body: ErrorBody = serde_json::from_slice(&response.body).unwrap_or_default();
-    let description = body.error_description.as_deref().map(|d| {
-        // The first line is the message; Entra appends trace and correlation IDs and a
-        // timestamp on further lines.
-        let first = d.lines().next().unwrap_or_default().trim();
-        strip_aadsts_prefix(first).to_owned()
-    });
-    let code = body
+    let description = body
+        .error_description
+        .as_deref()
+        .map(|d| without_boilerplate(strip_aadsts_prefix(d.trim())).to_owned());
+    let aadsts = body
         .error_codes
         .as_ref()
         .and_then(|c| c.first())
@@ -454,23 +452,34 @@ fn error_from(response: &ProviderResponse, secrets: &[&str]) -> ProviderError {
         })
         .map(|n| format!("AADSTS{n}"))
         .or_else(|| body.error_description.as_deref().and_then(aadsts_code));
-    let mut what = vec![format!("HTTP {status}")];
     // Provider text is scrubbed before it is shortened: a shortened secret would not match.
-    what.extend(body.error.as_deref().map(|e| clip(&scrub(e, secrets), 60)));
-    what.extend(code);
-    let mut message = format!(
-        "Microsoft Entra ID token request failed ({})",
-        what.join(", ")
-    );
-    if let Some(d) = description.filter(|d| !d.is_empty()) {
-        message.push_str(": ");
-        message.push_str(&d);
-    }
-    let message = clip(&scrub(&message, secrets), 600);
-    ProviderError::new(kind, message)
-        .with_status(status)
+    let error_name = body.error.as_deref().map(|e| clip(&scrub(e, secrets), 60));
+    // The AADSTS code first; Entra's `error` (e.g. invalid_client) then goes with the status.
+    let (code, context) = match (aadsts, error_name) {
+        (Some(c), Some(e)) => (Some(c), format!("{ENTRA_CALL}, HTTP {status}, {e}")),
+        (Some(c), None) => (Some(c), format!("{ENTRA_CALL}, HTTP {status}")),
+        (None, e) => (e, format!("{ENTRA_CALL}, HTTP {status}")),
+    };
+    let text = scrub(description.as_deref().unwrap_or_default(), secrets);
+    let mut error = ProviderError::http(kind, ENTRA_CALL, status, code.as_deref(), &text);
+    error.message = scrub(&error.message, secrets);
+    error
+        .with_context(context)
         .with_request_id(body.trace_id.map(|t| clip(&scrub(&t, secrets), 100)))
         .with_retry_after(response.retry_after())
+}
+
+/// What the Entra error messages call the token request.
+const ENTRA_CALL: &str = "Microsoft Entra ID token request";
+
+/// `text` without the tail Entra appends to every description ("Trace ID: … Correlation ID:
+/// … Timestamp: …"): the request id carries the trace ID, and the event its own time.
+fn without_boilerplate(text: &str) -> &str {
+    ["Trace ID:", "Correlation ID:", "Timestamp:"]
+        .iter()
+        .filter_map(|marker| text.find(marker))
+        .min()
+        .map_or(text, |at| text[..at].trim_end())
 }
 
 /// Removes a leading `AADSTS12345: ` (the code is reported separately).

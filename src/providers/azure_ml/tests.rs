@@ -191,7 +191,9 @@ async fn arm_errors_map_to_reasons_with_code_message_and_request_id() {
             arm("InvalidAuthenticationToken", "The access token is invalid."),
             vec![],
             AuthenticationFailed,
-            vec!["HTTP 401 InvalidAuthenticationToken: The access token is invalid."],
+            vec![
+                "InvalidAuthenticationToken: The access token is invalid. (Azure Resource Manager listNotebookAccessToken, HTTP 401;",
+            ],
         ),
         (
             403,
@@ -202,7 +204,8 @@ async fn arm_errors_map_to_reasons_with_code_message_and_request_id() {
             vec![],
             Forbidden,
             vec![
-                "HTTP 403 AuthorizationFailed",
+                "AuthorizationFailed: The client",
+                "(Azure Resource Manager listNotebookAccessToken, HTTP 403;",
                 "listNotebookAccessToken/action",
             ],
         ),
@@ -239,14 +242,18 @@ async fn arm_errors_map_to_reasons_with_code_message_and_request_id() {
             arm("TooManyRequests", "Slow down."),
             vec![("retry-after", "30")],
             Throttled,
-            vec!["HTTP 429 TooManyRequests"],
+            vec![
+                "TooManyRequests: Slow down. (Azure Resource Manager listNotebookAccessToken, HTTP 429;",
+            ],
         ),
         (
             500,
             arm("InternalServerError", "Something broke."),
             vec![],
             Unavailable,
-            vec!["HTTP 500 InternalServerError: Something broke."],
+            vec![
+                "InternalServerError: Something broke. (Azure Resource Manager listNotebookAccessToken, HTTP 500;",
+            ],
         ),
         (
             502,
@@ -284,7 +291,7 @@ async fn arm_errors_map_to_reasons_with_code_message_and_request_id() {
             assert!(shown.contains(c), "{c:?} missing in {shown}");
         }
         assert!(
-            shown.ends_with(&format!("(request id req-{status})")),
+            shown.ends_with(&format!("; request id req-{status})")),
             "{shown}"
         );
         assert!(!shown.contains(BEARER), "{shown}");

@@ -241,7 +241,11 @@ async fn a_page_failing_midway_fails_the_whole_listing() {
         .unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Unavailable);
     assert_eq!(err.request_id.as_deref(), Some("req-77"));
-    assert!(err.message.contains("HTTP 500: Internal error"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Internal error (DataRobot listNotebooks, HTTP 500;"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -477,35 +481,35 @@ async fn error_bodies_map_to_kinds_with_provider_text() {
             json!({"message": "The user is not properly authenticated"}),
             None,
             ProviderErrorKind::AuthenticationFailed,
-            "HTTP 401: The user is not properly authenticated (check the API token",
+            "The user is not properly authenticated (check the API token",
         ),
         (
             403,
             json!({"message": "Forbidden", "errorName": "PermissionDenied"}),
             None,
             ProviderErrorKind::Forbidden,
-            "HTTP 403: PermissionDenied: Forbidden",
+            "PermissionDenied: Forbidden (DataRobot listNotebooksSharedRoles, HTTP 403",
         ),
         (
             422,
             json!({"message": {"notebookIds": "too many"}}),
             None,
             ProviderErrorKind::InvalidRequest,
-            r#"HTTP 422: {"notebookIds":"too many"}"#,
+            r#"{"notebookIds":"too many"} (DataRobot listNotebooksSharedRoles, HTTP 422"#,
         ),
         (
             429,
             json!({"message": "Rate limit exceeded"}),
             Some("120"),
             ProviderErrorKind::Throttled,
-            "HTTP 429: Rate limit exceeded",
+            "Rate limit exceeded (DataRobot listNotebooksSharedRoles, HTTP 429",
         ),
         (
             503,
             json!({"message": "Maintenance"}),
             Some("90"),
             ProviderErrorKind::Unavailable,
-            "HTTP 503: Maintenance",
+            "Maintenance (DataRobot listNotebooksSharedRoles, HTTP 503",
         ),
     ];
     for (status, body, retry_after, kind, text) in cases {
@@ -528,7 +532,7 @@ async fn error_bodies_map_to_kinds_with_provider_text() {
             .unwrap_err();
         assert_eq!(err.kind, kind, "{status}");
         assert_eq!(err.status, Some(status));
-        assert!(err.message.contains(text), "{status}: {err}");
+        assert!(err.to_string().contains(text), "{status}: {err}");
         assert_eq!(err.request_id.as_deref(), Some("dr-req-1"));
         assert_eq!(
             err.retry_after,
@@ -582,7 +586,10 @@ async fn malformed_and_non_json_answers() {
     assert!(err.message.contains("unexpected shape"), "{err}");
     let err = c.discover(&NotebookQuery::default()).await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Unavailable);
-    assert_eq!(err.message, "DataRobot listNotebooks: HTTP 502");
+    assert_eq!(
+        err.to_string(),
+        "no error details in the response (DataRobot listNotebooks, HTTP 502)"
+    );
 }
 
 #[test]

@@ -545,7 +545,7 @@ async fn envelope_errors_on_4xx_and_5xx() {
     assert_eq!(e.kind, ProviderErrorKind::Forbidden);
     let e = error_for(503, &[], "<html>Service Unavailable</html>").await;
     assert_eq!(e.kind, ProviderErrorKind::Unavailable);
-    assert!(e.message.contains("HTTP 503"), "{}", e.message);
+    assert!(e.to_string().contains(", HTTP 503"), "{e}");
 }
 
 #[tokio::test]

@@ -286,8 +286,8 @@ async fn a_page_failing_midway_fails_the_listing() {
     assert_eq!(err.kind, ProviderErrorKind::Unavailable);
     assert_eq!(err.request_id.as_deref(), Some("rq-500"));
     assert_eq!(
-        err.message,
-        "Fabric listWorkspaces: HTTP 500: UnknownError: An error occurred"
+        err.to_string(),
+        "UnknownError: An error occurred (Fabric listWorkspaces, HTTP 500; request id rq-500)"
     );
 }
 
@@ -412,9 +412,10 @@ async fn throttling_fails_the_role_assignment_listing_with_retry_after() {
     assert_eq!(err.kind, ProviderErrorKind::Throttled);
     assert_eq!(err.retry_after, Some(Duration::from_secs(120)));
     assert!(
-        err.message.starts_with(
-            "workspace w2: Fabric listWorkspaceRoleAssignments: HTTP 429: RequestBlocked"
-        ),
+        err.message.starts_with("workspace w2: RequestBlocked")
+            && err
+                .to_string()
+                .contains("(Fabric listWorkspaceRoleAssignments, HTTP 429"),
         "{err}"
     );
     assert_eq!(
@@ -442,7 +443,7 @@ async fn error_bodies_map_to_kinds() {
             json!({"errorCode": "InvalidParameter", "message": "Invalid workspace role", "requestId": "rq-1"}),
             None,
             ProviderErrorKind::InvalidRequest,
-            "HTTP 400: InvalidParameter: Invalid workspace role",
+            "InvalidParameter: Invalid workspace role (Fabric listWorkspaces, HTTP 400",
             Some("rq-1"),
         ),
         (
@@ -450,7 +451,7 @@ async fn error_bodies_map_to_kinds() {
             json!({"errorCode": "TokenExpired", "message": "Access token has expired, resubmit with a new access token"}),
             Some(("requestid", "hdr-2")),
             ProviderErrorKind::AuthenticationFailed,
-            "HTTP 403: TokenExpired: Access token has expired",
+            "TokenExpired: Access token has expired, resubmit with a new access token (Fabric listWorkspaces, HTTP 403",
             Some("hdr-2"),
         ),
         (
@@ -458,7 +459,7 @@ async fn error_bodies_map_to_kinds() {
             json!({"errorCode": "Unauthorized", "message": "The caller is not authenticated"}),
             Some(("x-ms-request-id", "hdr-3")),
             ProviderErrorKind::AuthenticationFailed,
-            "HTTP 401: Unauthorized",
+            "Unauthorized: The caller is not authenticated (Fabric listWorkspaces, HTTP 401",
             Some("hdr-3"),
         ),
         (
@@ -468,7 +469,7 @@ async fn error_bodies_map_to_kinds() {
                    "relatedResource": {"resourceId": "w", "resourceType": "Workspace"}}),
             None,
             ProviderErrorKind::NotFound,
-            "HTTP 404: EntityNotFound",
+            "EntityNotFound",
             None,
         ),
         (
@@ -476,7 +477,7 @@ async fn error_bodies_map_to_kinds() {
             json!("<html>"),
             None,
             ProviderErrorKind::Unavailable,
-            "HTTP 502",
+            "(Fabric listWorkspaces, HTTP 502",
             None,
         ),
     ];
@@ -496,7 +497,7 @@ async fn error_bodies_map_to_kinds() {
             .await
             .unwrap_err();
         assert_eq!(err.kind, kind, "{status}");
-        assert!(err.message.contains(text), "{status}: {err}");
+        assert!(err.to_string().contains(text), "{status}: {err}");
         assert_eq!(err.request_id.as_deref(), request_id, "{status}");
         assert!(!err.to_string().contains(TOKEN));
     }

@@ -284,7 +284,7 @@ async fn a_failed_renewal_falls_back_to_the_cached_token_while_it_is_valid() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Unavailable);
-    assert!(err.message.contains("HTTP 500"), "{}", err.message);
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
 }
 
 #[tokio::test]
@@ -497,6 +497,26 @@ async fn entra_errors_name_the_aadsts_code_and_never_the_secret() {
             request_id: Some("trace-7000215"),
             retry_after: None,
         },
+        // As Entra sends it: one line, with the trace and correlation IDs and a timestamp at
+        // the end; the request id carries the trace ID, once.
+        Case {
+            status: 401,
+            body: json!({
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '11111111-1111-1111-1111-111111111111'. Trace ID: 67c1aa00-0000-0000-0000-000000000000 Correlation ID: f666bb00-0000-0000-0000-000000000000 Timestamp: 2026-12-01 20:02:01Z",
+                "error_codes": [7000215],
+                "trace_id": "67c1aa00-0000-0000-0000-000000000000",
+            })
+            .to_string(),
+            headers: vec![],
+            kind: ProviderErrorKind::AuthenticationFailed,
+            contains: vec![
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret",
+                "for a secret added to app '11111111-1111-1111-1111-111111111111'. (Microsoft Entra ID token request, HTTP 401, invalid_client; request id 67c1aa00-0000-0000-0000-000000000000)",
+            ],
+            request_id: Some("67c1aa00-0000-0000-0000-000000000000"),
+            retry_after: None,
+        },
         Case {
             status: 400,
             body: json!({
@@ -589,10 +609,15 @@ async fn entra_errors_name_the_aadsts_code_and_never_the_secret() {
         let shown = format!("{err} {err:?}");
         assert_eq!(err.kind, case.kind, "{}: {shown}", case.status);
         for c in &case.contains {
-            assert!(err.message.contains(c), "{c:?} missing in {shown}");
+            assert!(err.to_string().contains(c), "{c:?} missing in {shown}");
         }
+        assert!(shown.matches("request id").count() <= 1, "{shown}");
         assert!(!shown.contains(SECRET), "secret leaked: {shown}");
         assert!(!shown.contains("Trace ID"), "{shown}");
+        assert!(
+            !shown.contains("Correlation ID") && !shown.contains("Timestamp:"),
+            "{shown}"
+        );
         assert_eq!(err.request_id.as_deref(), case.request_id, "{shown}");
         assert_eq!(err.retry_after, case.retry_after, "{shown}");
     }
