@@ -649,7 +649,17 @@ async fn workspace_views_show_complete_inventories_and_are_not_rewritten() {
         .collect();
     assert_eq!(
         columns,
-        ["Name", "Provider", "Count", "Ready", "Last Sync", "Age"]
+        [
+            "Name",
+            "Provider",
+            "Count",
+            "Ready",
+            "Reason",
+            "Last Sync",
+            "Age",
+            "Message",
+            "Next Sync"
+        ]
     );
     let fabric_row = table["rows"]
         .as_array()
