@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("leader", 3),
     ("server", 3),
     ("preview", 4),
+    ("plugin", 4),
     ("fuzzing", 4),
 ];
 

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod preview;
 pub mod providers;
 pub mod redact;
@@ -21,5 +22,7 @@ pub mod time;
 
 #[cfg(test)]
 mod architecture_tests;
+#[cfg(test)]
+mod monitoring_tests;
 #[cfg(test)]
 mod redaction_tests;

@@ -1,11 +1,16 @@
-//! Prometheus metrics. Labels carry kinds, reasons, providers, operations and HTTP statuses only:
-//! never a resource name, a namespace or any value from a Secret.
+//! Prometheus metrics. Counters and histograms carry kinds, reasons, providers, operations and
+//! HTTP statuses only. The per-resource gauges ([`ResourceGauges`]: token expiry and renewal,
+//! Ready status, inventory size) also carry the resource's namespace and name, and nothing
+//! else: never a value from a Secret or a provider's answer. They exist while the resource
+//! does and while this replica runs the controllers.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Labels of per-kind metrics.
@@ -44,6 +49,80 @@ pub struct WriteLabels {
     pub target: String,
 }
 
+/// Labels of the per-resource gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// Resource kind.
+    pub kind: String,
+    /// The resource's namespace.
+    pub namespace: String,
+    /// The resource's name.
+    pub name: String,
+}
+
+/// Labels of the Ready-status gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    /// Resource kind.
+    pub kind: String,
+    /// The resource's namespace.
+    pub namespace: String,
+    /// The resource's name.
+    pub name: String,
+    /// A status of the Ready condition: True, False or Unknown.
+    pub condition: String,
+}
+
+/// Labels of the inventory-size gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InventoryLabels {
+    /// The WorkspaceView's namespace.
+    pub namespace: String,
+    /// The WorkspaceView's name.
+    pub name: String,
+    /// Fabric or DataRobot.
+    pub provider: String,
+}
+
+/// Labels of the count of resources by Ready status and reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadinessLabels {
+    /// Resource kind.
+    pub kind: String,
+    /// Status of the Ready condition: True, False or Unknown.
+    pub condition: String,
+    /// Reason of the Ready condition, e.g. Synced, Throttled.
+    pub reason: String,
+}
+
+/// Labels of provider-call durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderOperationLabels {
+    /// Provider label.
+    pub provider: String,
+    /// Operation, e.g. listNotebookAccessToken.
+    pub operation: String,
+}
+
+/// The statuses of a Ready condition, each a series of the Ready-status gauge.
+pub const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
+/// What the per-resource gauges of one resource show, from its status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceGauges {
+    /// When the token in its Secret expires (Unix seconds).
+    pub expires_at: Option<i64>,
+    /// When the operator renews that token (Unix seconds).
+    pub renew_at: Option<i64>,
+    /// Status (True, False or Unknown) and reason of its Ready condition.
+    pub ready: Option<(String, String)>,
+    /// Provider and number of items of its inventory (WorkspaceView).
+    pub inventory: Option<(String, i64)>,
+}
+
+/// (kind, namespace, name) of a resource with gauges.
+type ResourceKey = (String, String, String);
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -61,6 +140,20 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Provider calls delayed by the operator's own rate limit.
     pub rate_limited: Family<ProviderLabels, Counter>,
+    /// Duration of provider calls, until the response's headers.
+    pub provider_duration: Family<ProviderOperationLabels, Histogram>,
+    /// Expiry of the token in each resource's Secret.
+    pub token_expiration: Family<ResourceLabels, Gauge>,
+    /// When each resource's token is renewed.
+    pub token_renewal: Family<ResourceLabels, Gauge>,
+    /// 1 for the current status of each resource's Ready condition, 0 for the others.
+    pub ready_status: Family<ReadyLabels, Gauge>,
+    /// Items of each WorkspaceView's inventory.
+    pub inventory_items: Family<InventoryLabels, Gauge>,
+    /// Resources by kind and Ready status and reason.
+    pub readiness: Family<ReadinessLabels, Gauge>,
+    /// The gauges set for each resource, to remove exactly those.
+    resources: Mutex<HashMap<ResourceKey, ResourceGauges>>,
 }
 
 /// Labels of per-provider metrics.
@@ -91,6 +184,15 @@ impl Metrics {
         let writes = Family::<WriteLabels, Counter>::default();
         let leader = Gauge::default();
         let rate_limited = Family::<ProviderLabels, Counter>::default();
+        let provider_duration =
+            Family::<ProviderOperationLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            });
+        let token_expiration = Family::<ResourceLabels, Gauge>::default();
+        let token_renewal = Family::<ResourceLabels, Gauge>::default();
+        let ready_status = Family::<ReadyLabels, Gauge>::default();
+        let inventory_items = Family::<InventoryLabels, Gauge>::default();
+        let readiness = Family::<ReadinessLabels, Gauge>::default();
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -122,6 +224,36 @@ impl Metrics {
             "Provider calls delayed by the operator's per-host rate limit",
             rate_limited.clone(),
         );
+        registry.register(
+            "provider_request_duration_seconds",
+            "Duration of provider calls until the response's headers, by provider and operation",
+            provider_duration.clone(),
+        );
+        registry.register(
+            "token_expiration_timestamp_seconds",
+            "Expiry of the token in the resource's Secret, as a Unix time",
+            token_expiration.clone(),
+        );
+        registry.register(
+            "token_renewal_timestamp_seconds",
+            "When the operator renews the resource's token, as a Unix time",
+            token_renewal.clone(),
+        );
+        registry.register(
+            "resource_ready_status",
+            "1 for the current status (True, False, Unknown) of the resource's Ready condition, 0 for the others",
+            ready_status.clone(),
+        );
+        registry.register(
+            "inventory_items",
+            "Items a WorkspaceView's inventory found (status.count)",
+            inventory_items.clone(),
+        );
+        registry.register(
+            "resources",
+            "Resources by kind and by status and reason of their Ready condition",
+            readiness.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -131,7 +263,148 @@ impl Metrics {
             writes,
             leader,
             rate_limited,
+            provider_duration,
+            token_expiration,
+            token_renewal,
+            ready_status,
+            inventory_items,
+            readiness,
+            resources: Mutex::default(),
         }
+    }
+
+    /// Records how long a provider call took.
+    pub fn provider_call_took(&self, provider: &str, operation: &str, took: Duration) {
+        self.provider_duration
+            .get_or_create(&ProviderOperationLabels {
+                provider: provider.into(),
+                operation: operation.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets the gauges of one resource to `gauges`, removing its series that `gauges` no
+    /// longer has (e.g. a token without expiry, another inventory provider).
+    pub fn observe_resource(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        gauges: ResourceGauges,
+    ) {
+        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        let mut resources = lock(&self.resources);
+        let previous = resources.get(&key).cloned().unwrap_or_default();
+        if previous == gauges && resources.contains_key(&key) {
+            return;
+        }
+        self.unset(&key, &previous, &gauges);
+        let labels = ResourceLabels {
+            kind: key.0.clone(),
+            namespace: key.1.clone(),
+            name: key.2.clone(),
+        };
+        if let Some(t) = gauges.expires_at {
+            self.token_expiration.get_or_create(&labels).set(t);
+        }
+        if let Some(t) = gauges.renew_at {
+            self.token_renewal.get_or_create(&labels).set(t);
+        }
+        if let Some((status, reason)) = &gauges.ready {
+            for condition in CONDITION_STATUSES {
+                self.ready_status
+                    .get_or_create(&ready_labels(&key, condition))
+                    .set(i64::from(condition == status));
+            }
+            if previous.ready.as_ref() != Some(&(status.clone(), reason.clone())) {
+                self.readiness
+                    .get_or_create(&readiness_labels(kind, status, reason))
+                    .inc();
+            }
+        }
+        if let Some((provider, count)) = &gauges.inventory {
+            self.inventory_items
+                .get_or_create(&inventory_labels(&key, provider))
+                .set(*count);
+        }
+        resources.insert(key, gauges);
+    }
+
+    /// Removes the series of `previous` that `next` doesn't have, and counts `previous`'s
+    /// Ready status out if it differs.
+    fn unset(&self, key: &ResourceKey, previous: &ResourceGauges, next: &ResourceGauges) {
+        let labels = ResourceLabels {
+            kind: key.0.clone(),
+            namespace: key.1.clone(),
+            name: key.2.clone(),
+        };
+        if previous.expires_at.is_some() && next.expires_at.is_none() {
+            self.token_expiration.remove(&labels);
+        }
+        if previous.renew_at.is_some() && next.renew_at.is_none() {
+            self.token_renewal.remove(&labels);
+        }
+        if let Some((status, reason)) = &previous.ready {
+            if next.ready.is_none() {
+                for condition in CONDITION_STATUSES {
+                    self.ready_status.remove(&ready_labels(key, condition));
+                }
+            }
+            if next.ready.as_ref() != previous.ready.as_ref() {
+                let labels = readiness_labels(&key.0, status, reason);
+                let left = self.readiness.get_or_create(&labels).dec() - 1;
+                if left <= 0 {
+                    self.readiness.remove(&labels);
+                }
+            }
+        }
+        if let Some((provider, _)) = &previous.inventory
+            && next.inventory.as_ref().map(|(p, _)| p) != Some(provider)
+        {
+            self.inventory_items
+                .remove(&inventory_labels(key, provider));
+        }
+    }
+
+    /// Removes every gauge of one resource (it was deleted).
+    pub fn forget_resource(&self, kind: &str, namespace: &str, name: &str) {
+        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        let mut resources = lock(&self.resources);
+        if let Some(previous) = resources.remove(&key) {
+            self.unset(&key, &previous, &ResourceGauges::default());
+        }
+    }
+
+    /// Removes the gauges of the resources of `kind` for which `keep(namespace, name)` is
+    /// false (after a relist: they were deleted while the watch was down).
+    pub fn retain_resources(&self, kind: &str, keep: impl Fn(&str, &str) -> bool) {
+        let mut resources = lock(&self.resources);
+        let gone: Vec<ResourceKey> = resources
+            .keys()
+            .filter(|(k, ns, name)| k == kind && !keep(ns, name))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(previous) = resources.remove(&key) {
+                self.unset(&key, &previous, &ResourceGauges::default());
+            }
+        }
+    }
+
+    /// Removes every per-resource gauge (this replica stopped running the controllers).
+    pub fn clear_resources(&self) {
+        let mut resources = lock(&self.resources);
+        resources.clear();
+        self.token_expiration.clear();
+        self.token_renewal.clear();
+        self.ready_status.clear();
+        self.inventory_items.clear();
+        self.readiness.clear();
+    }
+
+    /// Number of resources with gauges.
+    pub fn resources_observed(&self) -> usize {
+        lock(&self.resources).len()
     }
 
     /// Counts a reconciliation start.
@@ -213,6 +486,35 @@ impl Metrics {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ready_labels(key: &ResourceKey, condition: &str) -> ReadyLabels {
+    ReadyLabels {
+        kind: key.0.clone(),
+        namespace: key.1.clone(),
+        name: key.2.clone(),
+        condition: condition.into(),
+    }
+}
+
+fn readiness_labels(kind: &str, condition: &str, reason: &str) -> ReadinessLabels {
+    ReadinessLabels {
+        kind: kind.into(),
+        condition: condition.into(),
+        reason: reason.into(),
+    }
+}
+
+fn inventory_labels(key: &ResourceKey, provider: &str) -> InventoryLabels {
+    InventoryLabels {
+        namespace: key.1.clone(),
+        name: key.2.clone(),
+        provider: provider.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +548,111 @@ mod tests {
             1
         );
         assert_eq!(m.provider_call_count("fabric", "ListWorkspaces"), 0);
+    }
+
+    fn gauges(
+        expires: Option<i64>,
+        ready: (&str, &str),
+        inventory: Option<(&str, i64)>,
+    ) -> ResourceGauges {
+        ResourceGauges {
+            expires_at: expires,
+            renew_at: expires.map(|e| e - 60),
+            ready: Some((ready.0.into(), ready.1.into())),
+            inventory: inventory.map(|(p, n)| (p.into(), n)),
+        }
+    }
+
+    #[test]
+    fn resource_gauges_are_set_replaced_and_removed() {
+        let m = Metrics::new();
+        m.observe_resource(
+            "NotebookTokenRequest",
+            "ns",
+            "a",
+            gauges(Some(100), ("True", "Synced"), None),
+        );
+        m.observe_resource(
+            "NotebookTokenRequest",
+            "ns",
+            "b",
+            gauges(Some(200), ("True", "Synced"), None),
+        );
+        m.observe_resource(
+            "WorkspaceView",
+            "ns",
+            "v",
+            gauges(None, ("True", "Synced"), Some(("Fabric", 7))),
+        );
+        let text = m.encode();
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.starts_with(needle))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            line(r#"workspace_access_token_expiration_timestamp_seconds{kind="NotebookTokenRequest",namespace="ns",name="a"}"#)
+                .unwrap().rsplit(' ').next(),
+            Some("100")
+        );
+        assert!(line(r#"workspace_access_token_renewal_timestamp_seconds{kind="NotebookTokenRequest",namespace="ns",name="b"} 140"#).is_some());
+        assert!(line(r#"workspace_access_resource_ready_status{kind="WorkspaceView",namespace="ns",name="v",condition="Unknown"} 0"#).is_some());
+        assert!(
+            line(
+                r#"workspace_access_inventory_items{namespace="ns",name="v",provider="Fabric"} 7"#
+            )
+            .is_some()
+        );
+        assert!(line(r#"workspace_access_resources{kind="NotebookTokenRequest",condition="True",reason="Synced"} 2"#).is_some());
+
+        // A failure: the token stays, Ready flips, the counts move.
+        m.observe_resource(
+            "NotebookTokenRequest",
+            "ns",
+            "a",
+            gauges(Some(100), ("False", "Throttled"), None),
+        );
+        // Another provider, and no token any more.
+        m.observe_resource(
+            "WorkspaceView",
+            "ns",
+            "v",
+            gauges(None, ("True", "Synced"), Some(("DataRobot", 3))),
+        );
+        m.observe_resource(
+            "NotebookTokenRequest",
+            "ns",
+            "b",
+            gauges(None, ("True", "Synced"), None),
+        );
+        let text = m.encode();
+        assert!(text.contains(r#"workspace_access_resource_ready_status{kind="NotebookTokenRequest",namespace="ns",name="a",condition="False"} 1"#));
+        assert!(text.contains(r#"workspace_access_resources{kind="NotebookTokenRequest",condition="True",reason="Synced"} 1"#));
+        assert!(text.contains(r#"workspace_access_resources{kind="NotebookTokenRequest",condition="False",reason="Throttled"} 1"#));
+        assert!(!text.contains(r#"provider="Fabric""#), "{text}");
+        assert!(text.contains(
+            r#"workspace_access_inventory_items{namespace="ns",name="v",provider="DataRobot"} 3"#
+        ));
+        assert!(
+            !text.contains(
+                r#"timestamp_seconds{kind="NotebookTokenRequest",namespace="ns",name="b"}"#
+            ),
+            "{text}"
+        );
+
+        m.forget_resource("NotebookTokenRequest", "ns", "a");
+        let text = m.encode();
+        assert!(!text.contains(r#"name="a""#), "{text}");
+        assert!(
+            !text.contains(r#"reason="Throttled""#),
+            "a count at zero goes: {text}"
+        );
+        m.retain_resources("WorkspaceView", |_, name| name != "v");
+        assert!(!m.encode().contains(r#"name="v""#));
+        assert_eq!(m.resources_observed(), 1);
+        m.clear_resources();
+        let text = m.encode();
+        assert!(!text.contains("namespace=\"ns\""), "{text}");
+        assert_eq!(m.resources_observed(), 0);
     }
 }

@@ -36,6 +36,11 @@ pub fn whole_second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
+/// `t` rounded to the nearest second: the time [`rfc3339`] writes.
+pub fn nearest_second(t: Timestamp) -> Timestamp {
+    t.round(jiff::Unit::Second).unwrap_or(t)
+}
+
 /// RFC 3339 with second precision (rounded), as written into annotations, Secret keys and
 /// messages.
 pub fn rfc3339(t: Timestamp) -> String {

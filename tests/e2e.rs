@@ -842,6 +842,209 @@ async fn two_replicas_never_both_write_even_when_the_leader_freezes() {
     cluster.delete_namespace(&ns).await;
 }
 
+/// The kubectl plugin against a running operator on the real API server: `status -A` shows the
+/// namespace's resources with their expiry, `renew ntr/x --wait` gets a new token with exactly
+/// one provider call, `/metrics` has the token's expiry, and a missing resource is an error.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn the_kubectl_plugin_shows_and_renews_tokens_of_a_running_operator() {
+    const TENANT: &str = "00000000-0000-0000-0000-000000000000";
+    let azure = MockServer::start_async().await;
+    azure
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path(format!("/{TENANT}/oauth2/v2.0/token"));
+            then.status(200).json_body(json!({
+                "token_type": "Bearer", "expires_in": 3599, "access_token": "e2e-arm-token"
+            }));
+        })
+        .await;
+    let arm = azure
+        .mock_async(|when, then| {
+            when.method(POST).path_includes("/listNotebookAccessToken");
+            then.status(200).json_body(json!({
+                "accessToken": "e2e-plugin-notebook-token", "expiresIn": 3600.0
+            }));
+        })
+        .await;
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-plugin").await;
+    let allow = format!("127.0.0.1:{}", azure.port());
+    let mut operator = Operator::start(&cluster, &ns, &["--allow-endpoint", &allow]).await;
+    cluster
+        .apply_json(
+            &ns,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "azure-sp"},
+                "stringData": {"clientSecret": "e2e-client-secret"}
+            }),
+        )
+        .await;
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "NotebookTokenRequest",
+            "metadata": {"name": "x"},
+            "spec": {"subscriptionId": "00000000-1111-2222-3333-444444444444",
+                     "resourceGroup": "rg", "workspaceName": "testworkspace",
+                     "endpoint": azure.base_url(), "secretName": "x-token",
+                     "azure": {"tenantId": TENANT, "clientId": "11111111-1111-1111-1111-111111111111",
+                               "clientSecretRef": {"name": "azure-sp", "key": "clientSecret"},
+                               "authorityHost": azure.base_url()}}
+        }))
+        .await;
+    cluster
+        .apply_json(
+            &ns,
+            json!({
+                "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "LivyToken",
+                "metadata": {"name": "spark"},
+                "spec": {"regionId": "cn-hangzhou", "workspaceId": "w-1", "livyComputeId": "lc-1",
+                         "tokenId": "lctk-1", "alibaba": {"accessKeyRef": {"name": "missing"}}}
+            }),
+        )
+        .await;
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "WorkspaceView",
+            "metadata": {"name": "view"},
+            "spec": {"dataRobot": {"notebookIds": ["abc"], "apiTokenRef": {"name": "missing", "key": "apiToken"}}}
+        }))
+        .await;
+    for (ready, reason) in [
+        cluster
+            .wait_ready_reason::<NotebookTokenRequest>(&ns, "x", Duration::from_secs(30))
+            .await,
+        cluster
+            .wait_ready_reason::<LivyToken>(&ns, "spark", Duration::from_secs(30))
+            .await,
+        cluster
+            .wait_ready_reason::<WorkspaceView>(&ns, "view", Duration::from_secs(30))
+            .await,
+    ] {
+        assert!(
+            (ready.as_str(), reason.as_str()) == ("True", "Synced")
+                || reason == "CredentialsNotFound",
+            "{ready} {reason}"
+        );
+    }
+    assert_eq!(arm.calls_async().await, 1);
+
+    // status -A: the namespace's rows, the token first (it is the only one with an expiry).
+    let (code, out, err) = plugin(&["status", "-A"]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("{out}");
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAMESPACE") && header.contains("EXPIRES IN"),
+        "{header}"
+    );
+    let ours: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with(&format!("{ns} ")))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(ours.len(), 3, "{out}");
+    assert_eq!(
+        &ours[0][..4],
+        [ns.as_str(), "ntr/x", "True", "Synced"],
+        "{out}"
+    );
+    assert!(ours[0][4].ends_with('m'), "expires in about an hour: {out}");
+    assert_eq!(ours[0].last(), Some(&"x-token"));
+    let kinds: Vec<&str> = ours.iter().map(|r| r[1]).collect();
+    assert!(
+        kinds.contains(&"livytoken/spark") && kinds.contains(&"wsv/view"),
+        "{out}"
+    );
+
+    let (code, out, err) = plugin(&["status", "-n", &ns, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let x = &list["items"][0];
+    assert_eq!(
+        (x["name"].as_str(), x["kind"].as_str()),
+        (Some("x"), Some("NotebookTokenRequest"))
+    );
+    let api: Api<NotebookTokenRequest> = Api::namespaced(cluster.client.clone(), &ns);
+    let before = api.get("x").await.unwrap().status.unwrap();
+    assert_eq!(
+        x["expiresAt"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap(),
+        before.expires_at.unwrap()
+    );
+
+    // renew ntr/x: one provider call, recorded in status.lastRenewRequest.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, out, err) = plugin(&["renew", "ntr/x", "-n", &ns, "--wait", "--timeout", "30s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ntr/x renew requested"), "{out}");
+    assert!(out.contains("ntr/x renewed: Ready=True Synced"), "{out}");
+    assert_eq!(
+        arm.calls_async().await,
+        2,
+        "exactly one provider call for the renewal"
+    );
+    let after = api.get("x").await.unwrap().status.unwrap();
+    assert!(after.common.last_renew_request.is_some());
+    assert!(after.expires_at > before.expires_at, "{after:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(arm.calls_async().await, 2, "the request is handled once");
+
+    // /metrics has the new expiry.
+    let expected = format!(
+        "workspace_access_token_expiration_timestamp_seconds{{kind=\"NotebookTokenRequest\",namespace=\"{ns}\",name=\"x\"}} {}",
+        after.expires_at.unwrap().as_second()
+    );
+    let (_, metrics) = operator.get("/metrics").await;
+    assert!(metrics.contains(&expected), "{expected}\n{metrics}");
+    assert!(metrics.contains(&format!(
+        "workspace_access_resource_ready_status{{kind=\"WorkspaceView\",namespace=\"{ns}\",name=\"view\",condition=\"False\"}} 1"
+    )));
+
+    // Errors: a missing resource, a view without an inventory.
+    let (code, _, err) = plugin(&["renew", "ntr/missing", "-n", &ns]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "notebooktokenrequest \"missing\" not found in namespace \"{ns}\""
+        )),
+        "{err}"
+    );
+    let (code, _, err) = plugin(&["inventory", "wsv/view", "-n", &ns]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("has no inventory yet (Ready=False CredentialsNotFound"),
+        "{err}"
+    );
+
+    cluster
+        .delete_and_wait::<LivyToken>(&ns, "spark", Duration::from_secs(30))
+        .await;
+    let status = operator.terminate(Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "operator exit status after SIGTERM: {status:?}"
+    );
+    cluster.delete_namespace(&ns).await;
+}
+
+/// Runs `kubectl-workspaceaccess` with the test's KUBECONFIG: (exit code, stdout, stderr).
+fn plugin(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-workspaceaccess"))
+        .args(args)
+        .output()
+        .expect("run kubectl-workspaceaccess");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// ClusterCredential against a real API server: the platform's client secret stays in the
 /// credential namespace; a team namespace gets its token once it is labelled, within seconds
 /// and without a restart, and is refused (no provider call) once the label goes.

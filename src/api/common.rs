@@ -27,6 +27,11 @@ pub const EXPIRES_AT_ANNOTATION: &str = "workspaceaccess.io/expires-at";
 pub const RENEW_AT_ANNOTATION: &str = "workspaceaccess.io/renew-at";
 /// Annotation with the resource generation the Secret's token was obtained for.
 pub const GENERATION_ANNOTATION: &str = "workspaceaccess.io/generation";
+/// Annotation on a resource asking for a new token (a rotation of a managed LivyToken, a
+/// re-read of a referenced one) or a refreshed inventory at once; each distinct value is
+/// handled once and recorded in `status.lastRenewRequest`. `kubectl workspaceaccess renew` sets
+/// it to the current time (RFC 3339).
+pub const RENEW_REQUESTED_AT_ANNOTATION: &str = "workspaceaccess.io/renew-requested-at";
 
 /// DNS subdomain name (Secret names).
 pub const DNS_SUBDOMAIN_PATTERN: &str =
@@ -319,6 +324,11 @@ pub struct CommonStatus {
     /// When the operator plans to contact the provider next (renewal, refresh or retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_sync_time: Option<Timestamp>,
+    /// The value of the resource's workspaceaccess.io/renew-requested-at annotation that the
+    /// operator last handled (a new token or inventory was obtained for it). A value that
+    /// differs from this one is handled at once, each value once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renew_request: Option<String>,
 }
 
 impl CommonStatus {
@@ -328,12 +338,30 @@ impl CommonStatus {
     }
 }
 
-/// Status types that carry a [`CommonStatus`].
+/// Status types that carry a [`CommonStatus`], and what the metrics and the kubectl plugin
+/// read from them (the defaults: nothing, for kinds without a token or an inventory).
 pub trait HasCommonStatus {
     /// The common part.
     fn common(&self) -> &CommonStatus;
     /// The common part, mutable.
     fn common_mut(&mut self) -> &mut CommonStatus;
+    /// When the token in the resource's Secret expires (token kinds).
+    fn token_expires_at(&self) -> Option<Timestamp> {
+        None
+    }
+    /// When the operator renews that token (token kinds).
+    fn token_renew_at(&self) -> Option<Timestamp> {
+        None
+    }
+    /// Name of the Secret holding the token (token kinds).
+    fn token_secret_name(&self) -> Option<&str> {
+        None
+    }
+    /// The inventory's provider and its number of items, even beyond those listed
+    /// (WorkspaceView).
+    fn inventory_count(&self) -> Option<(&str, i64)> {
+        None
+    }
 }
 
 /// Parameters of the Secret a token kind writes.

@@ -216,6 +216,11 @@ pub struct LivyTokenStatus {
     /// When the token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// When the operator renews the token before it expires (expiresAt - renewBefore, minus a
+    /// small jitter): managed mode rotates it then, reference mode reads it again. Absent for
+    /// a token without an expiry time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<Timestamp>,
     /// When the token was last used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_time: Option<Timestamp>,
@@ -282,6 +287,15 @@ impl HasCommonStatus for LivyTokenStatus {
     }
     fn common_mut(&mut self) -> &mut CommonStatus {
         &mut self.common
+    }
+    fn token_expires_at(&self) -> Option<Timestamp> {
+        self.expires_at
+    }
+    fn token_renew_at(&self) -> Option<Timestamp> {
+        self.renew_at
+    }
+    fn token_secret_name(&self) -> Option<&str> {
+        self.secret_name.as_deref()
     }
 }
 

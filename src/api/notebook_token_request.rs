@@ -145,6 +145,9 @@ pub struct NotebookTokenRequestStatus {
     /// When the token in the Secret expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// When the operator renews the token: expiresAt - renewBefore, minus a small jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<Timestamp>,
     /// Name of the Secret holding the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
@@ -174,6 +177,15 @@ impl HasCommonStatus for NotebookTokenRequestStatus {
     }
     fn common_mut(&mut self) -> &mut CommonStatus {
         &mut self.common
+    }
+    fn token_expires_at(&self) -> Option<Timestamp> {
+        self.expires_at
+    }
+    fn token_renew_at(&self) -> Option<Timestamp> {
+        self.renew_at
+    }
+    fn token_secret_name(&self) -> Option<&str> {
+        self.secret_name.as_deref()
     }
 }
 

@@ -397,4 +397,7 @@ impl HasCommonStatus for WorkspaceViewStatus {
     fn common_mut(&mut self) -> &mut CommonStatus {
         &mut self.common
     }
+    fn inventory_count(&self) -> Option<(&str, i64)> {
+        Some((self.provider.as_deref()?, self.count?))
+    }
 }

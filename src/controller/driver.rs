@@ -1,10 +1,11 @@
 //! The reconcile driver shared by every kind.
 
-use crate::api::common::HasCommonStatus;
+use crate::api::common::{HasCommonStatus, RENEW_REQUESTED_AT_ANNOTATION};
 use crate::controller::error::{Error, Reason, Retry};
 use crate::controller::schedule::retry_delay;
 use crate::controller::status::{Checkpoint, ready_transitioned, set_ready};
 use crate::controller::{Context, ManagedKind, SyncEvents, object_key};
+use crate::metrics::ResourceGauges;
 use crate::providers::error::clip;
 use crate::time::{add, duration_between};
 use async_trait::async_trait;
@@ -87,6 +88,57 @@ pub trait Reconciler: ManagedKind {
     async fn cleanup(_obj: Arc<Self>, _ctx: Arc<Context>) -> Result<(), Error> {
         Ok(())
     }
+}
+
+/// Longest value of the renew-request annotation that counts as a request (it is copied into
+/// the status; an RFC 3339 time has about 30 characters).
+pub const MAX_RENEW_REQUEST: usize = 128;
+
+/// The renew request this reconciliation is to handle: the value of the
+/// `workspaceaccess.io/renew-requested-at` annotation, when it is set (not blank, at most
+/// [`MAX_RENEW_REQUEST`] characters) and differs from `status.lastRenewRequest` (the value
+/// handled last). Any such value counts; `kubectl workspaceaccess renew` writes the current
+/// time in RFC 3339. Each distinct value is handled once: a
+/// kind's sync then gets a new token (or inventory) whatever its renewal time, and once it
+/// succeeds the driver records the value in `status.lastRenewRequest`. Until then (the sync
+/// failed) the request stays pending and the retries still honour it.
+pub fn renew_request<K: ManagedKind>(obj: &K) -> Option<&str> {
+    let value = obj
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(RENEW_REQUESTED_AT_ANNOTATION)?
+        .as_str();
+    let handled = obj
+        .status()
+        .and_then(|s| s.common().last_renew_request.as_deref());
+    let counts = !value.trim().is_empty() && value.chars().count() <= MAX_RENEW_REQUEST;
+    (counts && handled != Some(value)).then_some(value)
+}
+
+/// The per-resource gauges a status shows (see [`crate::metrics::ResourceGauges`]).
+pub fn gauges_of<S: HasCommonStatus>(status: &S) -> ResourceGauges {
+    ResourceGauges {
+        expires_at: status.token_expires_at().map(|t| t.as_second()),
+        renew_at: status.token_renew_at().map(|t| t.as_second()),
+        ready: status
+            .common()
+            .ready()
+            .map(|c| (c.status.clone(), c.reason.clone())),
+        inventory: status
+            .inventory_count()
+            .map(|(provider, count)| (provider.to_owned(), count)),
+    }
+}
+
+/// Sets the resource's gauges from the status just recorded.
+fn observe<K: ManagedKind>(ctx: &Context, obj: &K, status: &K::Status) {
+    ctx.metrics.observe_resource(
+        K::KIND,
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+        gauges_of(status),
+    );
 }
 
 /// Reconciles one object: the function given to `Controller::run`.
@@ -274,9 +326,22 @@ async fn report_success<K: Reconciler>(
     common.last_sync_time = synced
         .last_sync
         .or_else(|| current.and_then(|s| s.common().last_sync_time));
+    let request = renew_request(obj.as_ref());
+    common.last_renew_request = request
+        .map(str::to_owned)
+        .or_else(|| current.and_then(|s| s.common().last_renew_request.clone()));
     let transitioned = ready_transitioned(current, &status);
     let wrote = checkpoint.record(&status).await?;
-    let note = match (ctx.settings.sync_events, synced.event, transitioned) {
+    observe(ctx, obj.as_ref(), &status);
+    if let Some(value) = request {
+        info!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+              renew_requested_at = %value, "renew request handled");
+    }
+    let event = match (synced.event, request) {
+        (Some(note), Some(value)) => Some(format!("{note} (renew requested at {value})")),
+        (event, _) => event,
+    };
+    let note = match (ctx.settings.sync_events, event, transitioned) {
         (SyncEvents::None, _, _) => None,
         (SyncEvents::All, Some(note), _) => Some(note),
         (SyncEvents::Transitions, Some(note), true) => Some(note),
@@ -330,6 +395,7 @@ async fn report_failure<K: Reconciler>(
     common.next_sync_time = delay.map(|d| add(now, d));
     let transitioned = ready_transitioned(current.as_ref(), &status);
     checkpoint.record(&status).await?;
+    observe(ctx, obj.as_ref(), &status);
     if transitioned {
         publish(ctx, obj.as_ref(), EventType::Warning, reason, &message).await;
     }

@@ -6,12 +6,14 @@
 //! Azure call is made (resyncs, the operator's own status writes and restarts cost nothing);
 //! otherwise get an ARM token from the shared Entra cache, call `listNotebookAccessToken`,
 //! write the Secret and report the token's metadata in the status. A failure leaves the Secret
-//! as it is.
+//! as it is. A renew request (the `workspaceaccess.io/renew-requested-at` annotation with a
+//! value not handled yet) mints a new token even when the recorded one is still good.
 
 use crate::api::NotebookTokenRequest;
 use crate::api::common::TokenSecretSpec;
 use crate::api::notebook_token_request::NotebookTokenRequestStatus;
 use crate::controller::clients::NotebookTokens;
+use crate::controller::driver::renew_request;
 use crate::controller::error::Error;
 use crate::controller::schedule::{self, RecordedToken, recorded_token};
 use crate::controller::secret::{
@@ -197,6 +199,7 @@ fn status_for(
     let t = &m.token;
     NotebookTokenRequestStatus {
         expires_at: Some(m.expires_at),
+        renew_at: Some(m.renew_at),
         secret_name: Some(secret.to_owned()),
         notebook_resource_id: t.notebook_resource_id.clone(),
         host_name: t.host_name.clone(),
@@ -224,7 +227,7 @@ async fn from_recorded(
     let current = obj.status.clone().unwrap_or_default();
     let describes_it = current.expires_at == Some(recorded.expires_at)
         && current.secret_name.as_deref() == Some(name);
-    let status = if describes_it {
+    let mut status = if describes_it {
         current
     } else {
         let ns = obj.namespace().unwrap_or_default();
@@ -243,6 +246,7 @@ async fn from_recorded(
         };
         NotebookTokenRequestStatus {
             expires_at: Some(recorded.expires_at),
+            renew_at: None,
             secret_name: Some(name.to_owned()),
             notebook_resource_id: text(keys::NOTEBOOK_RESOURCE_ID),
             host_name: text(keys::HOST_NAME),
@@ -252,6 +256,8 @@ async fn from_recorded(
             common: current.common,
         }
     };
+    // Also for a status written before it recorded the renewal time.
+    status.renew_at = Some(recorded.renew_at);
     Ok(Some(Synced {
         status,
         message: valid_until(recorded.expires_at),
@@ -272,7 +278,9 @@ impl Reconciler for NotebookTokenRequest {
         let checked = validate(&obj, &ctx).await?;
         let name = secret_name(obj.as_ref(), obj.spec.secret_name());
         let state = check_ownership(&ctx, obj.as_ref(), &name).await?;
+        // A renew request (workspaceaccess.io/renew-requested-at) mints a new token now.
         if let SecretState::Owned(meta) = &state
+            && renew_request(obj.as_ref()).is_none()
             && let Some(recorded) = recorded_token(meta, obj.meta().generation, now)
             && let Some(synced) = from_recorded(&obj, &ctx, &name, recorded).await?
         {

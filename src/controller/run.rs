@@ -1,15 +1,17 @@
 //! Running the controllers: one `Controller` per kind over a managedFields-stripped watch
-//! (reconciling on spec and finalizer changes, not on the operator's own status writes), one
+//! (reconciling on spec, finalizer and renew-request changes, not on the operator's own status
+//! writes nor on other metadata edits; the per-resource gauges go with deleted resources), one
 //! label-filtered metadata-only watch of owned Secrets shared by all kinds (the restart-recovery
 //! cache; a deleted Secret re-triggers its owner, also one deleted while the watch was down),
 //! leader election, and graceful shutdown.
 
 use crate::api::cluster_credential::CredentialUser;
-use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, VERSION};
+use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, RENEW_REQUESTED_AT_ANNOTATION, VERSION};
 use crate::api::{ClusterCredential, LivyToken, NotebookTokenRequest, WorkspaceView};
 use crate::controller::cluster_credential::watch::{self as credential_watch, Users};
 use crate::controller::driver::{Reconciler, error_policy, reconcile};
 use crate::controller::{Context, ManagedKind, SecretCache};
+use crate::metrics::Metrics;
 use anyhow::Context as _;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
@@ -223,6 +225,9 @@ pub async fn run_controllers(
     }
     ctx.secret_cache = SecretCache::new(secret_store);
     let ctx = Arc::new(ctx);
+    // The per-resource gauges describe what this replica reconciles: they go when it stops,
+    // also when this future is dropped.
+    let _gauges = ClearGaugesOnDrop(ctx.metrics.clone());
 
     let ntr = controller_for::<NotebookTokenRequest>(
         ctx.clone(),
@@ -271,6 +276,28 @@ pub fn trim_for_cache<K: kube::Resource>(o: &mut K) {
     o.annotations_mut().remove(LAST_APPLIED);
 }
 
+/// Removes the per-resource gauges when dropped.
+struct ClearGaugesOnDrop(Arc<Metrics>);
+
+impl Drop for ClearGaugesOnDrop {
+    fn drop(&mut self) {
+        self.0.clear_resources();
+    }
+}
+
+/// The value of the renew-request annotation, hashed: a new value re-triggers a
+/// reconciliation, other annotation edits don't.
+pub fn renew_request_changed<K: kube::Resource>(o: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    o.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RENEW_REQUESTED_AT_ANNOTATION))
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// Aborts a spawned task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -294,6 +321,7 @@ fn controller_for<K: Reconciler + CredentialUser>(
     let api = options.api::<K>(&ctx.client);
     let (reader, writer) = store;
     let cached = reader.clone();
+    let (metrics, known) = (ctx.metrics.clone(), reader.clone());
     let objects = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(trim_for_cache)
@@ -303,19 +331,52 @@ fn controller_for<K: Reconciler + CredentialUser>(
             }
         })
         .reflect(writer)
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(o)) => {
+                metrics.forget_resource(K::KIND, &o.namespace().unwrap_or_default(), &o.name_any())
+            }
+            // After a relist the store holds what exists: resources deleted while the watch
+            // was down lose their gauges.
+            Ok(watcher::Event::InitDone) => metrics.retain_resources(K::KIND, |ns, name| {
+                known.get(&ObjectRef::new(name).within(ns)).is_some()
+            }),
+            _ => {}
+        })
         .applied_objects()
         // Spec changes bump the generation (so does deletion); finalizer changes don't, and the
-        // finalizer helper relies on seeing its own change. The operator's status writes pass
-        // neither and so don't re-trigger a reconciliation.
+        // finalizer helper relies on seeing its own change; a renew request is an annotation.
+        // The operator's status writes pass none of these and so don't re-trigger a
+        // reconciliation, nor does any other edit of labels or annotations.
         .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
+            predicates::generation
+                .combine(predicates::finalizers)
+                .combine(renew_request_changed),
             Default::default(),
         );
+    let known = reader.clone();
     Controller::for_stream(objects, reader)
         .reconcile_on(triggers)
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .run(
+            move |obj, ctx| {
+                let known = known.clone();
+                async move {
+                    let result = reconcile::<K>(obj.clone(), ctx.clone()).await;
+                    // Deleted while it was reconciled: the gauges it just set go too.
+                    if known.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
+                        ctx.metrics.forget_resource(
+                            K::KIND,
+                            &obj.namespace().unwrap_or_default(),
+                            &obj.name_any(),
+                        );
+                    }
+                    result
+                }
+            },
+            error_policy::<K>,
+            ctx,
+        )
         .for_each(|result| {
             if let Err(e) = result {
                 debug!(kind = K::KIND, error = %e, "controller event");

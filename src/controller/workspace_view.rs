@@ -13,6 +13,8 @@
 //!   not all re-read at once. Since an unchanged refresh writes nothing, `nextSyncTime` can be
 //!   in the past, and then the view is read at once. A view naming a ClusterCredential is still
 //!   checked against it then, so that a namespace that lost access is told at once.
+//! - A renew request (the `workspaceaccess.io/renew-requested-at` annotation with a value not
+//!   handled yet) reads the inventory at once.
 
 use crate::api::WorkspaceView;
 use crate::api::cluster_credential::CredentialUser;
@@ -21,6 +23,7 @@ use crate::api::workspace_view::{
     WorkspaceViewStatus,
 };
 use crate::controller::clients::{DataRobotInventory, FabricInventory};
+use crate::controller::driver::renew_request;
 use crate::controller::error::Error;
 use crate::controller::inventory::{
     Built, datarobot_status, fabric_status, first_by_id, inventory_budget, same_inventory,
@@ -278,7 +281,10 @@ impl Reconciler for WorkspaceView {
         ctx: Arc<Context>,
         _checkpoint: &mut Checkpoint<Self>,
     ) -> Result<Synced<WorkspaceViewStatus>, Error> {
-        if let Some(not_due) = not_due(&obj, ctx.now()) {
+        // A renew request (workspaceaccess.io/renew-requested-at) reads the inventory now.
+        if renew_request(obj.as_ref()).is_none()
+            && let Some(not_due) = not_due(&obj, ctx.now())
+        {
             // A view using a ClusterCredential is checked against it even when not due (no
             // provider call): a namespace that lost access says so at once.
             if obj.credential_ref().is_some() {

@@ -217,7 +217,10 @@ impl HttpClient {
         if !self.limiter.acquire(&host).await.is_zero() {
             self.metrics.rate_limited(call.provider);
         }
+        let started = std::time::Instant::now();
         let result = self.client.execute(request).await;
+        self.metrics
+            .provider_call_took(call.provider, call.operation, started.elapsed());
         let response = match result {
             Ok(r) => r,
             Err(e) => {

@@ -12,6 +12,8 @@ mod foundation;
 mod leader;
 mod livy;
 mod notebook;
+mod observability;
+mod plugin;
 mod seam;
 mod security;
 mod support;

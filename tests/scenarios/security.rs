@@ -843,8 +843,11 @@ struct Run {
     events: String,
     /// The three kinds' resources (spec and status), as stored at the end.
     resources: String,
-    /// The /metrics text.
+    /// The /metrics text, while the controllers ran (with the per-resource gauges).
     metrics: String,
+    /// What the kubectl plugin prints about the run's resources: `status` as a table and as
+    /// JSON, and every view's `inventory` as table, CSV and JSON.
+    plugin: String,
     /// Every secret value used, including the tokens the fake EMR generated.
     secrets: Vec<String>,
     /// Secret values that did reach the Secrets the operator wrote (the run was real).
@@ -1370,6 +1373,8 @@ async fn full_run() -> Run {
     .await;
     assert!(emr.count("DeleteLivyComputeToken") >= 1);
 
+    let metrics_while_running = metrics.encode();
+    let plugin = plugin_output(&s);
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), operator)
         .await
@@ -1440,10 +1445,40 @@ async fn full_run() -> Run {
         requests: s.requests(),
         events,
         resources,
-        metrics: metrics.encode(),
+        metrics: metrics_while_running,
+        plugin,
         secrets,
         written,
     }
+}
+
+/// Everything the kubectl plugin would print about the resources of `s` (built from the
+/// stored objects, so that the run's requests stay the operator's alone).
+fn plugin_output(s: &FakeApiServer) -> String {
+    use workspace_access_operator::plugin::{inventory, status};
+    let mut rows: Vec<status::StatusRow> = s
+        .list::<NotebookTokenRequest>(None)
+        .iter()
+        .map(status::row_of)
+        .chain(s.list::<LivyToken>(None).iter().map(status::row_of))
+        .chain(s.list::<WorkspaceView>(None).iter().map(status::row_of))
+        .collect();
+    status::sort(&mut rows);
+    assert!(rows.len() >= 13, "{rows:?}");
+    let mut out = status::table(&rows, jiff::Timestamp::now(), true);
+    out.push_str(&serde_json::to_string(&status::StatusList { items: rows }).unwrap());
+    for view in s.list::<WorkspaceView>(None) {
+        let rows = view
+            .status
+            .as_ref()
+            .map(inventory::rows)
+            .unwrap_or_default();
+        out.push_str(&inventory::table(&rows));
+        out.push_str(&inventory::csv(&rows));
+        out.push_str(&inventory::notes(&view).join("\n"));
+        out.push_str(&serde_json::to_string(&inventory::list(&view, rows)).unwrap());
+    }
+    out
 }
 
 static RUN: tokio::sync::OnceCell<Run> = tokio::sync::OnceCell::const_new();
@@ -1469,6 +1504,16 @@ async fn a_full_run_leaks_no_secret_into_logs_events_status_or_metrics() {
     assert!(run.logs.contains("notebook access token written"));
     assert!(run.events.contains("AuthenticationFailed"));
     assert!(run.resources.contains("InsufficientPrivileges"));
+    // The per-resource gauges were there to be searched, and the plugin's output too.
+    for gauge in [
+        "workspace_access_token_expiration_timestamp_seconds{",
+        "workspace_access_token_renewal_timestamp_seconds{",
+        "workspace_access_resource_ready_status{",
+        "workspace_access_inventory_items{",
+    ] {
+        assert!(run.metrics.contains(gauge), "{gauge}: {}", run.metrics);
+    }
+    assert!(run.plugin.contains("ntr/ok") && run.plugin.contains("ann@example.com"));
     for w in &run.written {
         assert!(run.secrets.contains(w), "{w}");
     }
@@ -1479,6 +1524,7 @@ async fn a_full_run_leaks_no_secret_into_logs_events_status_or_metrics() {
             ("events", &run.events),
             ("resources (conditions and status)", &run.resources),
             ("metrics", &run.metrics),
+            ("kubectl plugin output", &run.plugin),
         ] {
             if text.contains(secret.as_str()) {
                 let line = text.lines().find(|l| l.contains(secret.as_str())).unwrap();

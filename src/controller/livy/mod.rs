@@ -33,6 +33,9 @@
 //! generation; `expires-at`, `renew-at`) and the status say whether a token is still good,
 //! also right after a restart.
 //!
+//! **Renew on request**: a `workspaceaccess.io/renew-requested-at` value not handled yet
+//! rotates a managed token at once (as at its renewal time) and re-reads a referenced one.
+//!
 //! **Preview** never leaves anything behind: reference mode reads the token; managed mode lists
 //! the Livy Gateway's tokens (proving the credentials, the signature and access) and reports the
 //! name of the token a sync would create, without creating it.
@@ -44,6 +47,7 @@ use crate::api::livy_token::{
     LivyTokenMode, LivyTokenStatus, ManagedLivyToken, ManagedTokenRef, ManagedTokensStatus,
 };
 use crate::controller::clients::{LivyLocation, LivyTokens};
+use crate::controller::driver::renew_request;
 use crate::controller::error::Error;
 use crate::controller::schedule::{self, RecordedToken};
 use crate::controller::secret::{
@@ -54,7 +58,7 @@ use crate::controller::{Context, Preview, Reconciler, Synced, validate};
 use crate::providers::emr_spark::{self, AutoExpire, LivyCompute, LivyTokenInfo, TokenRequest};
 use crate::providers::error::{ProviderError, ProviderErrorKind};
 use crate::redact::SecretString;
-use crate::time::{add, rfc3339};
+use crate::time::{add, nearest_second, rfc3339};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -435,14 +439,19 @@ async fn sync_reference(
     status.secret_name = Some(checked.secret_name.clone());
     let tokens = checked.tokens.as_ref();
 
+    let record = recorded(state, generation);
     if let Some(next_read) = plan::reference_next_read(
         &current,
-        recorded(state, generation).as_ref(),
+        record.as_ref(),
         token_id,
         generation,
         checked.refresh_interval,
         now,
-    ) {
+    )
+    .filter(|_| renew_request(obj).is_none())
+    {
+        // Also for a status written before it recorded the renewal time.
+        status.renew_at = status.expires_at.and(record.map(|r| r.renew_at));
         let due = next_retirement(&status).is_some_and(|t| t <= now);
         let deleted = if due {
             delete_due(tokens, &mut status, now).await?
@@ -494,6 +503,7 @@ async fn sync_reference(
     let changed =
         current.token_id.as_deref() != Some(token_id) || current.expires_at != info.expire_time;
     apply_info(&mut status, &info);
+    status.renew_at = info.expire_time.map(|_| nearest_second(renew_at));
 
     // Tokens the operator created before the resource switched from managed to tokenId are
     // retired now that the Secret holds the referenced token.
@@ -565,13 +575,18 @@ async fn sync_managed(
     let tokens = checked.tokens.as_ref();
     let rec = recorded(state, generation);
 
-    match plan::first_step(
-        &ms,
-        start.token_id.as_deref(),
-        rec.as_ref(),
-        &checked.location.compute,
-        now,
-    ) {
+    // A renew request gets a new token whatever the current one's renewal time.
+    let step = match renew_request(obj) {
+        Some(_) => Step::NewToken,
+        None => plan::first_step(
+            &ms,
+            start.token_id.as_deref(),
+            rec.as_ref(),
+            &checked.location.compute,
+            now,
+        ),
+    };
+    match step {
         // Nothing due: only retired tokens whose grace period is over are deleted.
         Step::Keep(current) => {
             let due = next_retirement(&status).is_some_and(|t| t <= now);
@@ -581,6 +596,8 @@ async fn sync_managed(
                 Vec::new()
             };
             let renew_at = rec.map_or(now, |r| r.renew_at);
+            // Also for a status written before it recorded the renewal time.
+            status.renew_at = Some(nearest_second(renew_at));
             return Ok(Synced {
                 message: valid_until(&current.token_id, status.expires_at),
                 next_sync: earliest(renew_at, next_retirement(&status)),
@@ -605,6 +622,7 @@ async fn sync_managed(
                             )
                             .await?;
                             apply_info(&mut status, &info);
+                            status.renew_at = Some(nearest_second(renew_at));
                             if let Some(c) =
                                 status.managed.as_mut().and_then(|m| m.current.as_mut())
                             {
@@ -726,6 +744,7 @@ async fn sync_managed(
     }
     status.managed = Some(ms);
     apply_info(&mut status, &info);
+    status.renew_at = Some(nearest_second(renew_at));
     Ok(Synced {
         message: valid_until(&info.token_id, info.expire_time),
         next_sync: earliest(renew_at, next_retirement(&status)),

@@ -12,6 +12,9 @@
 //!    replaced; [`take_due`] says which retired tokens' grace period is over.
 //!
 //! Reference mode: [`reference_next_read`] says whether the token must be read now.
+//!
+//! A renew request skips these: managed mode gets a new token (step 2, so a pending one is
+//! resumed rather than a second one created), reference mode reads the token.
 
 use crate::api::livy_token::{
     LivyTokenStatus, ManagedLivyToken, ManagedTokenRef, ManagedTokensStatus,
