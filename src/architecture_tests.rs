@@ -273,7 +273,14 @@ fn the_cycle_finder_finds_cycles() {
 /// `providers` and `controller/clients`.
 #[test]
 fn reconcilers_contain_no_http() {
-    let reconcilers = ["notebook", "livy", "workspace_view", "inventory", "driver"];
+    let reconcilers = [
+        "notebook",
+        "livy",
+        "workspace_view",
+        "inventory",
+        "driver",
+        "cluster_credential",
+    ];
     let forbidden = [
         "reqwest",
         "url::",

@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 use workspace_access_operator::api::duration::Duration;
 use workspace_access_operator::controller::credentials::PodIdentityPolicy;
 use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
-use workspace_access_operator::controller::{Context, Settings, SyncEvents};
+use workspace_access_operator::controller::{
+    Context, DEFAULT_CREDENTIAL_NAMESPACE, Settings, SyncEvents,
+};
 use workspace_access_operator::leader::{LeaseSettings, run_as_leader};
 use workspace_access_operator::metrics::Metrics;
 use workspace_access_operator::providers::endpoint::{AllowedEndpoint, EndpointPolicy};
@@ -35,7 +37,7 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Sync one resource once without a cluster, and print the status it would write and the
-    /// Secret keys (values redacted).
+    /// Secret keys (values redacted); or check one ClusterCredential given alone.
     Preview(PreviewArgs),
 }
 
@@ -79,16 +81,30 @@ struct PolicyArgs {
     /// Rate for one host, overriding --provider-rate (repeatable).
     #[arg(long = "provider-host-rate", value_name = "HOST=QPS[:BURST]")]
     provider_host_rate: Vec<HostRate>,
+    /// Namespace holding the Secrets that ClusterCredentials name (they can name no other).
+    /// Default: the operator's own namespace (POD_NAMESPACE, else the namespace of the
+    /// kubeconfig or service account); for preview, POD_NAMESPACE or workspace-access-operator.
+    #[arg(long, env = "WAO_CREDENTIAL_NAMESPACE", value_name = "NAMESPACE")]
+    credential_namespace: Option<String>,
 }
 
 impl PolicyArgs {
-    fn settings(&self) -> Settings {
+    /// The settings; `own_namespace` is the credential namespace when neither
+    /// --credential-namespace nor POD_NAMESPACE says otherwise.
+    fn settings(&self, own_namespace: &str) -> Settings {
+        let credential_namespace = self
+            .credential_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| own_namespace.to_owned());
         Settings {
             endpoint_policy: EndpointPolicy::new(self.allow_endpoint.clone()),
             pod_identity: PodIdentityPolicy::new(self.pod_identity_namespace.clone()),
             base_backoff: self.base_backoff.get(),
             max_backoff: self.max_backoff.get(),
             credential_cache_ttl: self.credential_cache_ttl.get(),
+            credential_namespace,
             ..Settings::default()
         }
     }
@@ -119,6 +135,18 @@ struct RunArgs {
     /// operator needs its permissions only in that namespace (a Role instead of a ClusterRole).
     #[arg(long, env = "WATCH_NAMESPACE", value_name = "NAMESPACE")]
     watch_namespace: Option<String>,
+    /// Let resources use ClusterCredentials (credentialRef). Watches ClusterCredentials and
+    /// Namespaces (metadata) cluster-wide and the Secrets of the credential namespace; false
+    /// keeps an operator with --watch-namespace to that namespace (a credentialRef is then
+    /// CredentialsNotFound).
+    #[arg(
+        long,
+        env = "WAO_CLUSTER_CREDENTIALS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    cluster_credentials: bool,
     /// Elect a leader through a Lease, so that only one replica reconciles.
     #[arg(long, env = "WAO_LEADER_ELECT")]
     leader_elect: bool,
@@ -148,8 +176,9 @@ enum LogFormat {
 
 #[derive(Args)]
 struct PreviewArgs {
-    /// A manifest with the resource, or with credentials Secrets (repeatable; multi-document
-    /// YAML or JSON).
+    /// A manifest with the resource, or with credentials Secrets, ClusterCredentials (their
+    /// Secrets in --credential-namespace) and Namespaces (whose labels a ClusterCredential's
+    /// selector matches) (repeatable; multi-document YAML or JSON).
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
     /// Namespace for documents that don't name one.
@@ -188,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
             let report = preview::run(
                 &args.files,
                 &args.namespace,
-                args.policy.settings(),
+                args.policy.settings(DEFAULT_CREDENTIAL_NAMESPACE),
                 metrics,
                 http,
             )
@@ -212,11 +241,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         HttpClient::new(args.policy.http_options(), metrics.clone()).map_err(anyhow::Error::msg)?;
     let settings = Settings {
         sync_events: args.sync_events,
-        ..args.policy.settings()
+        ..args.policy.settings(client.default_namespace())
     };
     info!(
         allowed_endpoints = ?settings.endpoint_policy.allowed().iter().map(ToString::to_string).collect::<Vec<_>>(),
         watch_namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),
+        credential_namespace = %settings.credential_namespace,
         "starting"
     );
     let shutdown = CancellationToken::new();
@@ -240,6 +270,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = ControllerOptions {
         concurrency: args.concurrency.max(1),
         namespace: args.watch_namespace.clone().filter(|ns| !ns.is_empty()),
+        cluster_credentials: args.cluster_credentials,
     };
     let make_ctx = || {
         Context::new(

@@ -1,9 +1,13 @@
 //! `workspace-access-operator preview -f resource.yaml [-f credentials-secret.yaml]`: syncs one
 //! resource once without a cluster and reports the status it would write and the Secret keys
-//! (values redacted). Credentials come from Secret manifests given with `-f`.
+//! (values redacted). Credentials come from Secret manifests given with `-f`; a resource with a
+//! `credentialRef` finds its ClusterCredential among the documents too (its Secrets in the
+//! credential namespace, the resource's Namespace for a label selector). A ClusterCredential
+//! given without a resource is checked as the operator checks it for its status.
 
 use crate::api::common::{GROUP, VERSION};
-use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
+use crate::api::{ClusterCredential, LivyToken, NotebookTokenRequest, WorkspaceView};
+use crate::controller::cluster_credential::{self, directory::CredentialDirectory};
 use crate::controller::credentials::StaticSecretSource;
 use crate::controller::driver::{Preview, Reconciler};
 use crate::controller::{Context, Settings};
@@ -76,6 +80,8 @@ pub async fn preview_documents(
     let ours = format!("{GROUP}/{VERSION}");
     let mut secrets = StaticSecretSource::default();
     let mut resource: Option<Value> = None;
+    let mut credentials: Vec<ClusterCredential> = vec![];
+    let mut namespaces = std::collections::BTreeMap::new();
     for doc in docs {
         let api_version = doc
             .get("apiVersion")
@@ -93,6 +99,17 @@ pub async fn preview_documents(
                     serde_json::from_value(doc).context("a Secret document is malformed")?;
                 secrets.insert(s, default_namespace);
             }
+            ("v1", "Namespace") => {
+                let n: k8s_openapi::api::core::v1::Namespace =
+                    serde_json::from_value(doc).context("a Namespace document is malformed")?;
+                namespaces.insert(n.name_any(), n.labels().clone());
+            }
+            (v, "ClusterCredential") if v == ours => {
+                let mut c: ClusterCredential = serde_json::from_value(doc)
+                    .map_err(|e| anyhow!("the ClusterCredential is invalid: {e}"))?;
+                c.metadata.generation = Some(1);
+                credentials.push(c);
+            }
             (v, "NotebookTokenRequest" | "LivyToken" | "WorkspaceView") if v == ours => {
                 if resource.is_some() {
                     bail!("give exactly one {ours} resource; found more than one");
@@ -100,11 +117,28 @@ pub async fn preview_documents(
                 resource = Some(doc);
             }
             _ => bail!(
-                "unsupported document {api_version}/{kind}: give one {ours} resource and v1 Secrets"
+                "unsupported document {api_version}/{kind}: give one {ours} resource, v1 Secrets, \
+                 ClusterCredentials and v1 Namespaces"
             ),
         }
     }
-    let mut doc = resource.ok_or_else(|| anyhow!("no {ours} resource among the documents"))?;
+    let secrets = Arc::new(secrets);
+    let directory = Arc::new(CredentialDirectory::fixed(
+        settings.credential_namespace.clone(),
+        credentials.clone(),
+        namespaces,
+        secrets.clone(),
+    ));
+    let mut doc = match resource {
+        Some(doc) => doc,
+        None if credentials.len() == 1 => {
+            return check_credential(&credentials[0], &directory).await;
+        }
+        None => bail!(
+            "no {ours} resource among the documents (give one, or a single ClusterCredential to \
+             check it)"
+        ),
+    };
     let meta = doc
         .get_mut("metadata")
         .and_then(Value::as_object_mut)
@@ -119,7 +153,8 @@ pub async fn preview_documents(
 
     let ctx = Arc::new(
         Context::builder(offline_client(default_namespace), settings, metrics, http)
-            .secrets(Arc::new(secrets))
+            .secrets(secrets)
+            .credentials(directory)
             .build(),
     );
     let kind = doc
@@ -132,6 +167,40 @@ pub async fn preview_documents(
         "LivyToken" => one::<LivyToken>(doc, ctx).await,
         _ => one::<WorkspaceView>(doc, ctx).await,
     }
+}
+
+/// The check the operator makes for a ClusterCredential's status.
+async fn check_credential(
+    credential: &ClusterCredential,
+    directory: &CredentialDirectory,
+) -> anyhow::Result<Report> {
+    let (provider, outcome) = cluster_credential::check(credential, directory).await;
+    let status = cluster_credential::status_for(
+        None,
+        Some(1),
+        provider,
+        &outcome,
+        None,
+        jiff::Timestamp::now(),
+    );
+    let ready = outcome.is_ok();
+    let (reason, message) = status
+        .conditions
+        .first()
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default();
+    let out = Output {
+        resource: format!("ClusterCredential {}", credential.name_any()),
+        ready,
+        reason,
+        message,
+        status: Some(serde_json::to_value(status)?),
+        secret: None,
+    };
+    Ok(Report {
+        ready,
+        yaml: serde_saphyr::to_string(&out)?,
+    })
 }
 
 async fn one<K: Reconciler>(doc: Value, ctx: Arc<Context>) -> anyhow::Result<Report> {
@@ -349,6 +418,101 @@ stringData: {{clientSecret: sp-secret}}
         assert!(!r.yaml.contains("very-secret") && !r.yaml.contains("sp-secret"));
         entra.assert_calls_async(1).await;
         arm.assert_calls_async(1).await;
+    }
+
+    const CCRED: &str = r#"
+apiVersion: workspaceaccess.io/v1alpha1
+kind: ClusterCredential
+metadata: {name: dr-prod}
+spec:
+  dataRobot:
+    apiTokenRef: {name: datarobot, key: apiToken}
+    authScheme: Bearer
+  allowedNamespaces:
+    selector: {matchLabels: {datarobot: "yes"}}
+"#;
+
+    #[tokio::test]
+    async fn previews_a_resource_using_a_cluster_credential() {
+        use httpmock::prelude::*;
+        let server = MockServer::start_async().await;
+        let bulk = server
+            .mock_async(|when, then| {
+                when.method(GET)
+                    .path("/api/v2/notebooks/sharedRoles/")
+                    .header("authorization", "Bearer platform-dr-key");
+                then.status(200)
+                    .json_body(serde_json::json!({"data": [{"notebookId": "abc", "roles": []}]}));
+            })
+            .await;
+        let resource = format!(
+            "apiVersion: workspaceaccess.io/v1alpha1\nkind: WorkspaceView\nmetadata: {{name: dr}}\n\
+             spec:\n  dataRobot:\n    endpoint: {}\n    notebookIds: [abc]\n    \
+             credentialRef: {{name: dr-prod}}\n",
+            server.url("/api/v2")
+        );
+        // The Secret is in the credential namespace; one of that name in the resource's
+        // namespace is not the credential's.
+        let secrets = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: datarobot, namespace: wao}\n\
+                       stringData: {apiToken: platform-dr-key}\n\
+                       ---\napiVersion: v1\nkind: Secret\nmetadata: {name: datarobot}\n\
+                       stringData: {apiToken: team-key}\n";
+        let labelled = "---\napiVersion: v1\nkind: Namespace\n\
+                        metadata: {name: team-a, labels: {datarobot: \"yes\"}}\n";
+        let settings = || Settings {
+            endpoint_policy: crate::providers::endpoint::EndpointPolicy::new(vec![
+                "127.0.0.1".parse().unwrap(),
+            ]),
+            credential_namespace: "wao".into(),
+            ..Settings::default()
+        };
+        let (m, h) = http();
+        let docs = format!("{resource}---\n{CCRED}{secrets}");
+        let r = preview_documents(yaml(&docs), "team-a", settings(), m.clone(), h.clone())
+            .await
+            .unwrap();
+        assert!(!r.ready, "{}", r.yaml);
+        assert!(
+            r.yaml.contains("reason: CredentialNotAllowed"),
+            "{}",
+            r.yaml
+        );
+
+        let docs = format!("{resource}---\n{CCRED}{secrets}{labelled}");
+        let r = preview_documents(yaml(&docs), "team-a", settings(), m.clone(), h.clone())
+            .await
+            .unwrap();
+        assert!(r.ready, "{}", r.yaml);
+        bulk.assert_async().await;
+        assert!(!r.yaml.contains("platform-dr-key"), "{}", r.yaml);
+
+        // A ClusterCredential alone is checked as the operator checks it.
+        let r = preview_documents(
+            yaml(&format!("{CCRED}{secrets}")),
+            "team-a",
+            settings(),
+            m.clone(),
+            h.clone(),
+        )
+        .await
+        .unwrap();
+        assert!(r.ready, "{}", r.yaml);
+        assert!(
+            r.yaml.contains("resource: ClusterCredential dr-prod"),
+            "{}",
+            r.yaml
+        );
+        assert!(r.yaml.contains("reason: Valid"), "{}", r.yaml);
+        assert!(r.yaml.contains("provider: DataRobot"), "{}", r.yaml);
+        let r = preview_documents(yaml(CCRED), "team-a", settings(), m, h)
+            .await
+            .unwrap();
+        assert!(!r.ready);
+        assert!(
+            r.yaml.contains("Secret wao/datarobot not found"),
+            "{}",
+            r.yaml
+        );
     }
 
     #[tokio::test]

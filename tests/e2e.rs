@@ -1306,3 +1306,202 @@ fn plugin(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stderr).unwrap(),
     )
 }
+
+/// ClusterCredential against a real API server: the platform's client secret stays in the
+/// credential namespace; a team namespace gets its token once it is labelled, within seconds
+/// and without a restart, and is refused (no provider call) once the label goes.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn a_cluster_credential_follows_namespace_labels_live() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Patch, PatchParams};
+    use workspace_access_operator::api::ClusterCredential;
+    const TENANT: &str = "00000000-0000-0000-0000-000000000000";
+    let azure = MockServer::start_async().await;
+    let entra = azure
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path(format!("/{TENANT}/oauth2/v2.0/token"))
+                .form_urlencoded_tuple("client_secret", "e2e-platform-secret");
+            then.status(200).json_body(json!({
+                "token_type": "Bearer", "expires_in": 3599, "access_token": "e2e-arm-token"
+            }));
+        })
+        .await;
+    let arm = azure
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path_suffix("/workspaces/testworkspace/listNotebookAccessToken")
+                .header("authorization", "Bearer e2e-arm-token");
+            then.status(200).json_body(json!({
+                "accessToken": "e2e-notebook-token", "expiresIn": 28800.0, "tokenType": "Bearer"
+            }));
+        })
+        .await;
+
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-ccred").await;
+    let platform = cluster.fresh_namespace("e2e-ccred-platform").await;
+    let credential = format!("{ns}-azure");
+    let label = "e2e.workspaceaccess.io/azure-ml";
+    cluster
+        .apply_json(
+            &platform,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "azure-sp"},
+                "stringData": {"clientSecret": "e2e-platform-secret"}
+            }),
+        )
+        .await;
+    // Cluster-scoped: applied through a namespaced helper, the namespace is ignored.
+    let credentials: Api<ClusterCredential> = Api::all(cluster.client.clone());
+    let cc: ClusterCredential = serde_json::from_value(json!({
+        "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "ClusterCredential",
+        "metadata": {"name": credential},
+        "spec": {"azure": {"tenantId": TENANT, "clientId": "11111111-1111-1111-1111-111111111111",
+                           "authorityHost": azure.base_url(),
+                           "clientSecretRef": {"name": "azure-sp", "key": "clientSecret"}},
+                 "allowedNamespaces": {"selector": {"matchLabels": {label: &ns}}}}
+    }))
+    .unwrap();
+    credentials
+        .patch(
+            &credential,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&cc),
+        )
+        .await
+        .expect("apply the ClusterCredential");
+    let allow = format!("127.0.0.1:{}", azure.port());
+    let mut operator = Operator::start(
+        &cluster,
+        &ns,
+        &[
+            "--allow-endpoint",
+            &allow,
+            "--credential-namespace",
+            &platform,
+        ],
+    )
+    .await;
+    cluster
+        .apply_json(
+            &ns,
+            json!({
+                "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "NotebookTokenRequest",
+                "metadata": {"name": "ml"},
+                "spec": {"subscriptionId": "00000000-1111-2222-3333-444444444444",
+                         "resourceGroup": "workspace-1234", "workspaceName": "testworkspace",
+                         "endpoint": azure.base_url(), "credentialRef": {"name": credential},
+                         "secretName": "ml-token"}
+            }),
+        )
+        .await;
+
+    let reason_is = |want: &'static str| {
+        let api: Api<NotebookTokenRequest> = Api::namespaced(cluster.client.clone(), &ns);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let o = api.get("ml").await.unwrap();
+                let v = serde_json::to_value(&o).unwrap();
+                let reason = v["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .and_then(|c| c["reason"].as_str().map(str::to_owned));
+                if reason.as_deref() == Some(want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no {want} within 20 s: {reason:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    reason_is("CredentialNotAllowed").await;
+    assert_eq!(arm.calls_async().await, 0);
+
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let set_label = |value: serde_json::Value| {
+        let namespaces = namespaces.clone();
+        let ns = ns.clone();
+        async move {
+            namespaces
+                .patch(
+                    &ns,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {label: value}}})),
+                )
+                .await
+                .expect("label the namespace");
+        }
+    };
+    let labelled = Instant::now();
+    set_label(json!(ns)).await;
+    reason_is("Synced").await;
+    eprintln!(
+        "Synced {:?} after the namespace was labelled",
+        labelled.elapsed()
+    );
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    let token = secrets.get("ml-token").await.expect("the token Secret");
+    assert_eq!(token.data.unwrap()["accessToken"].0, b"e2e-notebook-token");
+    assert_eq!(entra.calls_async().await, 1);
+    assert_eq!(arm.calls_async().await, 1);
+    // Nothing in the team namespace holds the platform's secret.
+    for s in secrets.list(&Default::default()).await.unwrap() {
+        assert!(
+            !serde_json::to_string(&s)
+                .unwrap()
+                .contains("e2e-platform-secret"),
+            "{:?}",
+            s.metadata.name
+        );
+    }
+    // The ClusterCredential reports itself (written through the real API server).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status =
+            serde_json::to_value(credentials.get(&credential).await.unwrap().status).unwrap();
+        if status["provider"] == "Azure"
+            && status["usedBy"] == 1
+            && status["conditions"][0]["reason"] == "Valid"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ClusterCredential status: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let unlabelled = Instant::now();
+    set_label(serde_json::Value::Null).await;
+    reason_is("CredentialNotAllowed").await;
+    eprintln!(
+        "CredentialNotAllowed {:?} after the label was removed",
+        unlabelled.elapsed()
+    );
+    // The last Secret stays; deleting it gets no new token either.
+    secrets
+        .delete("ml-token", &Default::default())
+        .await
+        .expect("delete the token Secret");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        arm.calls_async().await,
+        1,
+        "no provider call once not allowed"
+    );
+    assert!(secrets.get_opt("ml-token").await.unwrap().is_none());
+
+    let status = operator.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    let _ = credentials.delete(&credential, &Default::default()).await;
+    cluster.delete_namespace(&ns).await;
+    cluster.delete_namespace(&platform).await;
+}

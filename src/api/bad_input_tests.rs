@@ -621,6 +621,68 @@ fn cases() -> Vec<Case> {
         Cel("spec.dataRobot", selection),
         invalid(&["set notebookIds or selector"]),
     ));
+    // --- inline credentials and credentialRef: exactly one ---
+    let by_ref = json!({"name": "platform-credential"});
+    let azure_or_ref = "has(self.azure) ? !has(self.credentialRef) : has(self.credentialRef)";
+    for (base, at, inline, rule) in [
+        (Ntr, "spec", "azure", azure_or_ref),
+        (
+            Livy,
+            "spec",
+            "alibaba",
+            "has(self.alibaba) ? !has(self.credentialRef) : has(self.credentialRef)",
+        ),
+        (Fabric, "spec.fabric", "azure", azure_or_ref),
+        (
+            DataRobot,
+            "spec.dataRobot",
+            "apiTokenRef",
+            "has(self.apiTokenRef) ? !has(self.credentialRef) : has(self.credentialRef)",
+        ),
+    ] {
+        let pointer = format!("/{}", at.replace('.', "/"));
+        c.push(case(
+            base,
+            vec![set(&format!("{pointer}/credentialRef"), by_ref.clone())],
+            Cel(at, rule),
+            invalid(&[&format!(
+                "either {at}.{inline} or {at}.credentialRef, not both"
+            )]),
+        ));
+        c.push(case(
+            base,
+            vec![remove(&format!("{pointer}/{inline}"))],
+            Cel(at, rule),
+            invalid(&[
+                &format!("set {at}.{inline}"),
+                &format!("or {at}.credentialRef"),
+            ]),
+        ));
+    }
+    c.push(case(
+        DataRobot,
+        vec![
+            remove("/spec/dataRobot/apiTokenRef"),
+            set("/spec/dataRobot/credentialRef", by_ref.clone()),
+            set("/spec/dataRobot/authScheme", s("Bearer")),
+        ],
+        Cel(
+            "spec.dataRobot",
+            "!has(self.credentialRef) || !has(self.authScheme)",
+        ),
+        invalid(&["authScheme comes from the ClusterCredential"]),
+    ));
+    for v in ["../x", "Platform", "a/b"] {
+        c.push(case(
+            Ntr,
+            vec![
+                remove("/spec/azure"),
+                set("/spec/credentialRef", json!({"name": v})),
+            ],
+            refuses("credentialRef.name"),
+            invalid(&["spec.credentialRef.name", "ClusterCredential name"]),
+        ));
+    }
     // --- durations that don't parse, or are zero ---
     for (base, pointer, field) in [
         (Ntr, "/spec/renewBefore", "spec.renewBefore"),

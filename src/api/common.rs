@@ -1,5 +1,5 @@
-//! Pieces shared by the three kinds: credential references, the Secret template, conditions and
-//! the common part of every status.
+//! Pieces shared by the kinds: credential references (inline, or to a ClusterCredential), the
+//! Secret template, conditions and the common part of every status.
 
 use crate::api::duration::Duration;
 use jiff::Timestamp;
@@ -36,6 +36,8 @@ pub const RENEW_REQUESTED_AT_ANNOTATION: &str = "workspaceaccess.io/renew-reques
 /// DNS subdomain name (Secret names).
 pub const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// DNS label (namespace names).
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A key of a Secret's data.
 pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// A GUID such as an Azure subscription, tenant or client ID.
@@ -46,11 +48,13 @@ pub const TENANT_PATTERN: &str = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 /// An absolute http(s) URL without spaces (the endpoint policy decides which are allowed).
 pub const URL_PATTERN: &str = r"^https?://[^\s/?#@]+(/[^\s]*)?$";
 
-/// Reference to one key of a Secret in the resource's own namespace.
+/// Reference to one key of a Secret in the resource's own namespace (in a ClusterCredential: in
+/// the operator's credential namespace).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretKeyRef {
-    /// Name of the Secret. It must be in the same namespace as this resource; references to
-    /// other namespaces are not possible.
+    /// Name of the Secret. It is looked up in this resource's namespace (for a
+    /// ClusterCredential: in the operator's credential namespace); references to other
+    /// namespaces are not possible.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
     /// Key in the Secret's data that holds the value.
@@ -86,14 +90,16 @@ pub struct AzureCredentials {
     /// Application (client) ID of the service principal or managed identity (a GUID).
     #[schemars(regex(pattern = GUID_PATTERN))]
     pub client_id: String,
-    /// Secret key holding the service principal's client secret, in this namespace. Exactly one
-    /// of clientSecretRef and workloadIdentity is set.
+    /// Secret key holding the service principal's client secret, in this namespace (in a
+    /// ClusterCredential: in the operator's credential namespace). Exactly one of
+    /// clientSecretRef and workloadIdentity is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
     /// Use the operator pod's Azure workload identity (the federated token file named by
-    /// AZURE_FEDERATED_TOKEN_FILE) instead of a client secret. Allowed only in namespaces the
-    /// operator's --pod-identity-namespace flag lists; elsewhere the resource is not Ready with
-    /// reason PodIdentityNotAllowed.
+    /// AZURE_FEDERATED_TOKEN_FILE) instead of a client secret. Inline in a resource: allowed
+    /// only in namespaces the operator's --pod-identity-namespace flag lists (elsewhere the
+    /// resource is not Ready with reason PodIdentityNotAllowed). In a ClusterCredential: allowed
+    /// for the namespaces of its allowedNamespaces.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub workload_identity: bool,
     /// Azure cloud: AzurePublic (default), AzureUSGovernment or AzureChina. Chooses the login
@@ -139,11 +145,12 @@ impl AzureCredentials {
 }
 
 /// Reference to an Alibaba Cloud AccessKey pair (and optional STS token) in a Secret of this
-/// namespace.
+/// namespace (in a ClusterCredential: of the operator's credential namespace).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessKeyRef {
-    /// Name of the Secret, in the same namespace as this resource.
+    /// Name of the Secret, in the same namespace as this resource (in a ClusterCredential: in
+    /// the operator's credential namespace).
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
     /// Key holding the AccessKey ID (default accessKeyId).
@@ -183,13 +190,14 @@ impl AccessKeyRef {
     "message": "set exactly one of accessKeyRef or rrsa: true"
 }]))]
 pub struct AlibabaCredentials {
-    /// Secret in this namespace holding an AccessKey pair. Exactly one of accessKeyRef and rrsa
-    /// is set.
+    /// Secret in this namespace (in a ClusterCredential: in the operator's credential
+    /// namespace) holding an AccessKey pair. Exactly one of accessKeyRef and rrsa is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_ref: Option<AccessKeyRef>,
     /// Use the operator pod's RRSA OIDC token (STS AssumeRoleWithOIDC with the role in
-    /// ALIBABA_CLOUD_ROLE_ARN). Allowed only in namespaces the operator's
-    /// --pod-identity-namespace flag lists.
+    /// ALIBABA_CLOUD_ROLE_ARN). Inline in a resource: allowed only in namespaces the operator's
+    /// --pod-identity-namespace flag lists. In a ClusterCredential: allowed for the namespaces
+    /// of its allowedNamespaces.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rrsa: bool,
 }
@@ -216,6 +224,48 @@ impl AlibabaCredentials {
                 Err("alibaba: set accessKeyRef (a Secret in this namespace) or rrsa: true".into())
             }
         }
+    }
+}
+
+/// Reference to a ClusterCredential: provider credentials the platform team holds in the
+/// operator's namespace and shares with chosen namespaces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CredentialRef {
+    /// Name of the ClusterCredential. Its allowedNamespaces must include this resource's
+    /// namespace (else the resource is not Ready, with reason CredentialNotAllowed), and it must
+    /// hold credentials of this resource's provider.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+}
+
+/// Where a resource's provider credentials are defined, once validated: in its own spec, or in
+/// a ClusterCredential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialChoice<'a, T> {
+    /// The inline block (Secrets in the resource's namespace, or pod identity).
+    Inline(&'a T),
+    /// A ClusterCredential.
+    Cluster(&'a CredentialRef),
+}
+
+/// The one-of between an inline credentials block (`inline_field`, e.g. `spec.azure`) and a
+/// `credentialRef` (`ref_field`), or why it is inconsistent.
+pub fn credential_choice<'a, T>(
+    inline_field: &str,
+    inline: Option<&'a T>,
+    ref_field: &str,
+    credential_ref: Option<&'a CredentialRef>,
+) -> Result<CredentialChoice<'a, T>, String> {
+    match (inline, credential_ref) {
+        (Some(i), None) => Ok(CredentialChoice::Inline(i)),
+        (None, Some(r)) => Ok(CredentialChoice::Cluster(r)),
+        (Some(_), Some(_)) => Err(format!(
+            "set either {inline_field} or {ref_field}, not both"
+        )),
+        (None, None) => Err(format!(
+            "set {inline_field} (credentials in this namespace) or {ref_field} (a \
+             ClusterCredential)"
+        )),
     }
 }
 

@@ -76,6 +76,9 @@ pub const TOKEN_NAME_PATTERN: &str = r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "has(self.tokenId) ? !has(self.managed) : has(self.managed)",
     "message": "set exactly one of tokenId (read an existing token) or managed (the operator creates and rotates the token)"
+}, {
+    "rule": "has(self.alibaba) ? !has(self.credentialRef) : has(self.credentialRef)",
+    "message": "set exactly one of alibaba (credentials in this namespace) or credentialRef (a ClusterCredential)"
 }]))]
 pub struct LivyTokenSpec {
     /// Alibaba Cloud region of the workspace, e.g. cn-hangzhou.
@@ -103,8 +106,15 @@ pub struct LivyTokenSpec {
     /// deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedLivyToken>,
-    /// Alibaba Cloud credentials used to sign the requests.
-    pub alibaba: AlibabaCredentials,
+    /// Alibaba Cloud credentials used to sign the requests, with their Secret in this
+    /// namespace. Exactly one of alibaba and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alibaba: Option<AlibabaCredentials>,
+    /// A ClusterCredential with Alibaba Cloud credentials, instead of alibaba: the platform team
+    /// keeps the AccessKey (or RRSA) in the operator's namespace and allows this namespace to
+    /// use it. Exactly one of alibaba and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_ref: Option<CredentialRef>,
     /// Name of the Secret to write, in this namespace (default: the resource's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
@@ -160,6 +170,17 @@ pub enum LivyTokenMode {
 }
 
 impl LivyTokenSpec {
+    /// Where the Alibaba Cloud credentials are defined, or why `alibaba` / `credentialRef`
+    /// are inconsistent.
+    pub fn credentials(&self) -> Result<CredentialChoice<'_, AlibabaCredentials>, String> {
+        credential_choice(
+            "spec.alibaba",
+            self.alibaba.as_ref(),
+            "spec.credentialRef",
+            self.credential_ref.as_ref(),
+        )
+    }
+
     /// The mode, or why `tokenId` / `managed` are inconsistent.
     pub fn mode(&self) -> Result<LivyTokenMode, String> {
         match (&self.token_id, &self.managed) {

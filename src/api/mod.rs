@@ -1,5 +1,6 @@
 //! The custom resource types (group `workspaceaccess.io`, version `v1alpha1`).
 
+pub mod cluster_credential;
 pub mod common;
 pub mod duration;
 pub mod livy_token;
@@ -7,6 +8,7 @@ pub mod names;
 pub mod notebook_token_request;
 pub mod workspace_view;
 
+pub use cluster_credential::{ClusterCredential, ClusterCredentialSpec, ClusterCredentialStatus};
 pub use common::*;
 pub use livy_token::{LivyToken, LivyTokenSpec, LivyTokenStatus};
 pub use notebook_token_request::{
@@ -17,12 +19,13 @@ pub use workspace_view::{WorkspaceView, WorkspaceViewSpec, WorkspaceViewStatus};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The three CRDs, in a stable order, with descriptions reflowed for `kubectl explain`.
+/// The CRDs, in a stable order, with descriptions reflowed for `kubectl explain`.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         NotebookTokenRequest::crd(),
         LivyToken::crd(),
         WorkspaceView::crd(),
+        ClusterCredential::crd(),
     ]
     .into_iter()
     .map(reflow_descriptions)

@@ -24,6 +24,12 @@ pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
+/// A namespace name ([`crate::api::common::DNS_LABEL_PATTERN`], at most 63 characters): one
+/// lower-case DNS label.
+pub fn is_namespace_name(s: &str) -> bool {
+    s.len() <= 63 && is_dns_label(s)
+}
+
 /// A key of a Secret's data ([`crate::api::common::SECRET_KEY_PATTERN`], at most 253).
 pub fn is_secret_key(s: &str) -> bool {
     !s.is_empty()
@@ -104,7 +110,7 @@ pub fn is_datarobot_id(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::api::common::{
-        DNS_SUBDOMAIN_PATTERN, GUID_PATTERN, SECRET_KEY_PATTERN, TENANT_PATTERN,
+        DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, GUID_PATTERN, SECRET_KEY_PATTERN, TENANT_PATTERN,
     };
     use crate::api::livy_token::{ALIBABA_ID_PATTERN, REGION_PATTERN, TOKEN_NAME_PATTERN};
     use crate::api::workspace_view::DATAROBOT_ID_PATTERN;
@@ -161,8 +167,9 @@ mod tests {
     #[test]
     fn checks_agree_with_the_schema_patterns() {
         type Check = fn(&str) -> bool;
-        let pairs: [(&str, Option<usize>, Check); 8] = [
+        let pairs: [(&str, Option<usize>, Check); 9] = [
             (DNS_SUBDOMAIN_PATTERN, Some(253), is_dns_subdomain),
+            (DNS_LABEL_PATTERN, Some(63), is_namespace_name),
             (SECRET_KEY_PATTERN, Some(253), is_secret_key),
             (GUID_PATTERN, None, is_guid),
             (TENANT_PATTERN, Some(253), is_tenant),

@@ -74,6 +74,10 @@ pub const API_VERSION_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$"
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.azure) ? !has(self.credentialRef) : has(self.credentialRef)",
+    "message": "set exactly one of azure (credentials in this namespace) or credentialRef (a ClusterCredential)"
+}]))]
 pub struct NotebookTokenRequestSpec {
     /// Azure subscription ID (a GUID) that holds the workspace.
     #[schemars(regex(pattern = GUID_PATTERN))]
@@ -95,8 +99,15 @@ pub struct NotebookTokenRequestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = URL_PATTERN))]
     pub endpoint: Option<String>,
-    /// Microsoft Entra credentials used to call Azure Resource Manager.
-    pub azure: AzureCredentials,
+    /// Microsoft Entra credentials used to call Azure Resource Manager, with their Secret in
+    /// this namespace. Exactly one of azure and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureCredentials>,
+    /// A ClusterCredential with Azure credentials, instead of azure: the platform team keeps the
+    /// credential in the operator's namespace and allows this namespace to use it. Exactly one
+    /// of azure and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_ref: Option<CredentialRef>,
     /// Name of the Secret to write, in this namespace (default: the resource's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
@@ -112,6 +123,19 @@ pub struct NotebookTokenRequestSpec {
 
 fn default_api_version() -> String {
     DEFAULT_API_VERSION.into()
+}
+
+impl NotebookTokenRequestSpec {
+    /// Where the Azure credentials are defined, or why `azure` / `credentialRef` are
+    /// inconsistent.
+    pub fn credentials(&self) -> Result<CredentialChoice<'_, AzureCredentials>, String> {
+        credential_choice(
+            "spec.azure",
+            self.azure.as_ref(),
+            "spec.credentialRef",
+            self.credential_ref.as_ref(),
+        )
+    }
 }
 
 /// Observed state of a NotebookTokenRequest.

@@ -201,6 +201,33 @@ fn names_categories_columns_and_subresources() {
             ],
         ),
     ];
+    assert_eq!(crds.len(), 4);
+    let cc = &crds[3];
+    assert_eq!(cc.spec.names.kind, "ClusterCredential");
+    assert_eq!(cc.spec.scope, "Cluster");
+    assert_eq!(
+        cc.spec.names.short_names.as_deref(),
+        Some(&["ccred".to_string()][..])
+    );
+    assert_eq!(
+        cc.spec.names.categories.as_deref(),
+        Some(&["workspaceaccess".to_string()][..])
+    );
+    let v = &cc.spec.versions[0];
+    assert!(v.subresources.as_ref().unwrap().status.is_some());
+    let names: Vec<&str> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["Provider", "Ready", "Reason", "Used By", "Age", "Message"]
+    );
+    let message = &v.additional_printer_columns.as_ref().unwrap()[5];
+    assert_eq!(message.priority, Some(1), "the message only with -o wide");
     for (crd, (kind, short, columns)) in crds.iter().zip(want) {
         assert_eq!(crd.spec.group, "workspaceaccess.io");
         assert_eq!(crd.spec.scope, "Namespaced");
@@ -484,6 +511,10 @@ fn one_of_rules_are_in_the_schema() {
         "has(self.notebookIds) ? !has(self.selector) : has(self.selector)",
         "has(self.clientSecretRef) ? !(has(self.workloadIdentity) && self.workloadIdentity) : (has(self.workloadIdentity) && self.workloadIdentity)",
         "has(self.accessKeyRef) ? !(has(self.rrsa) && self.rrsa) : (has(self.rrsa) && self.rrsa)",
+        "has(self.azure) ? !has(self.credentialRef) : has(self.credentialRef)",
+        "has(self.alibaba) ? !has(self.credentialRef) : has(self.credentialRef)",
+        "has(self.apiTokenRef) ? !has(self.credentialRef) : has(self.credentialRef)",
+        "has(self.azure) ? (!has(self.alibaba) && !has(self.dataRobot)) : (has(self.alibaba) ? !has(self.dataRobot) : has(self.dataRobot))",
     ] {
         assert!(all.contains(rule), "missing CEL rule {rule}");
     }
@@ -515,16 +546,34 @@ fn example_manifests_in_deploy_validate() {
             match doc["kind"].as_str().unwrap() {
                 "NotebookTokenRequest" => {
                     let o: NotebookTokenRequest = serde_json::from_value(doc).unwrap();
-                    o.spec.azure.source().unwrap();
+                    if let CredentialChoice::Inline(a) = o.spec.credentials().unwrap() {
+                        a.source().unwrap();
+                    }
                 }
                 "LivyToken" => {
                     let o: LivyToken = serde_json::from_value(doc).unwrap();
                     o.spec.mode().unwrap();
-                    o.spec.alibaba.source().unwrap();
+                    if let CredentialChoice::Inline(a) = o.spec.credentials().unwrap() {
+                        a.source().unwrap();
+                    }
                 }
                 "WorkspaceView" => {
                     let o: WorkspaceView = serde_json::from_value(doc).unwrap();
-                    o.spec.source().unwrap();
+                    match o.spec.source().unwrap() {
+                        workspace_view::InventorySource::Fabric(f) => {
+                            if let CredentialChoice::Inline(a) = f.credentials().unwrap() {
+                                a.source().unwrap();
+                            }
+                        }
+                        workspace_view::InventorySource::DataRobot(d) => {
+                            d.credentials().unwrap();
+                        }
+                    }
+                }
+                "ClusterCredential" => {
+                    let o: ClusterCredential = serde_json::from_value(doc).unwrap();
+                    o.spec.credentials().unwrap();
+                    assert_eq!(o.spec.allowed_namespaces.problem(), None);
                 }
                 k => panic!("unexpected kind {k}"),
             }

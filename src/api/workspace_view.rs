@@ -182,6 +182,9 @@ impl DataRobotRecipientType {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.azure) ? !has(self.credentialRef) : has(self.credentialRef)",
+    "message": "set exactly one of azure (credentials in this namespace) or credentialRef (a ClusterCredential)"
+}, {
     "rule": "!has(self.principalTypes) || (has(self.includeRoleAssignments) && self.includeRoleAssignments)",
     "message": "principalTypes filters role assignments: set includeRoleAssignments: true"
 }]))]
@@ -204,8 +207,28 @@ pub struct FabricSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = URL_PATTERN))]
     pub endpoint: Option<String>,
-    /// Microsoft Entra credentials used to call Fabric.
-    pub azure: AzureCredentials,
+    /// Microsoft Entra credentials used to call Fabric, with their Secret in this namespace.
+    /// Exactly one of azure and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureCredentials>,
+    /// A ClusterCredential with Azure credentials, instead of azure: the platform team keeps the
+    /// credential in the operator's namespace and allows this namespace to use it. Exactly one
+    /// of azure and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_ref: Option<CredentialRef>,
+}
+
+impl FabricSource {
+    /// Where the Azure credentials are defined, or why `azure` / `credentialRef` are
+    /// inconsistent.
+    pub fn credentials(&self) -> Result<CredentialChoice<'_, AzureCredentials>, String> {
+        credential_choice(
+            "spec.fabric.azure",
+            self.azure.as_ref(),
+            "spec.fabric.credentialRef",
+            self.credential_ref.as_ref(),
+        )
+    }
 }
 
 /// How the DataRobot API token is presented in the Authorization header.
@@ -224,6 +247,12 @@ pub enum DataRobotAuthScheme {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "has(self.notebookIds) ? !has(self.selector) : has(self.selector)",
     "message": "set exactly one of notebookIds or selector"
+}, {
+    "rule": "has(self.apiTokenRef) ? !has(self.credentialRef) : has(self.credentialRef)",
+    "message": "set exactly one of apiTokenRef (a Secret in this namespace) or credentialRef (a ClusterCredential)"
+}, {
+    "rule": "!has(self.credentialRef) || !has(self.authScheme)",
+    "message": "authScheme comes from the ClusterCredential named by credentialRef; leave it out here"
 }]))]
 pub struct DataRobotSource {
     /// DataRobot API base URL (default https://app.datarobot.com/api/v2). Must pass the
@@ -244,11 +273,19 @@ pub struct DataRobotSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
     pub recipient_types: Option<Vec<DataRobotRecipientType>>,
-    /// Secret key holding the DataRobot API token, in this namespace.
-    pub api_token_ref: SecretKeyRef,
-    /// Authorization scheme: Token (API keys, the default) or Bearer (OAuth access tokens).
-    #[serde(default)]
-    pub auth_scheme: DataRobotAuthScheme,
+    /// Secret key holding the DataRobot API token, in this namespace. Exactly one of
+    /// apiTokenRef and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_ref: Option<SecretKeyRef>,
+    /// Authorization scheme of apiTokenRef: Token (API keys, the default) or Bearer (OAuth
+    /// access tokens). With credentialRef, the ClusterCredential's authScheme applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_scheme: Option<DataRobotAuthScheme>,
+    /// A ClusterCredential with a DataRobot API token, instead of apiTokenRef: the platform
+    /// team keeps the key in the operator's namespace and allows this namespace to use it.
+    /// Exactly one of apiTokenRef and credentialRef is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_ref: Option<CredentialRef>,
 }
 
 /// Filters for discovering DataRobot notebooks (all optional; combined with AND).
@@ -304,6 +341,24 @@ impl WorkspaceViewSpec {
 }
 
 impl DataRobotSource {
+    /// Where the API token is defined, or why `apiTokenRef` / `credentialRef` (and
+    /// `authScheme`) are inconsistent.
+    pub fn credentials(&self) -> Result<CredentialChoice<'_, SecretKeyRef>, String> {
+        if self.credential_ref.is_some() && self.auth_scheme.is_some() {
+            return Err(
+                "spec.dataRobot.authScheme comes from the ClusterCredential named by \
+                        spec.dataRobot.credentialRef; leave it out"
+                    .into(),
+            );
+        }
+        credential_choice(
+            "spec.dataRobot.apiTokenRef",
+            self.api_token_ref.as_ref(),
+            "spec.dataRobot.credentialRef",
+            self.credential_ref.as_ref(),
+        )
+    }
+
     /// The notebook selection, or why `notebookIds` / `selector` are inconsistent.
     pub fn selection(&self) -> Result<NotebookSelection, String> {
         match (&self.notebook_ids, &self.selector) {

@@ -19,6 +19,8 @@ pub enum Reason {
     CredentialsNotFound,
     /// Pod identity was requested in a namespace the operator doesn't allow it for.
     PodIdentityNotAllowed,
+    /// The ClusterCredential named by credentialRef does not allow the resource's namespace.
+    CredentialNotAllowed,
     /// The endpoint is not allowed by the operator's endpoint policy.
     EndpointNotAllowed,
     /// The provider refused the credentials.
@@ -45,6 +47,7 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::CredentialsNotFound => "CredentialsNotFound",
             Reason::PodIdentityNotAllowed => "PodIdentityNotAllowed",
+            Reason::CredentialNotAllowed => "CredentialNotAllowed",
             Reason::EndpointNotAllowed => "EndpointNotAllowed",
             Reason::AuthenticationFailed => "AuthenticationFailed",
             Reason::Forbidden => "Forbidden",
@@ -85,6 +88,9 @@ pub enum Error {
     /// Pod identity is not allowed here.
     #[error("{0}")]
     PodIdentityNotAllowed(String),
+    /// The ClusterCredential doesn't allow this namespace.
+    #[error("{0}")]
+    CredentialNotAllowed(String),
     /// The endpoint policy refused the endpoint.
     #[error(transparent)]
     EndpointNotAllowed(#[from] EndpointError),
@@ -128,6 +134,7 @@ impl Error {
             Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::CredentialsNotFound(_) => Reason::CredentialsNotFound,
             Error::PodIdentityNotAllowed(_) => Reason::PodIdentityNotAllowed,
+            Error::CredentialNotAllowed(_) => Reason::CredentialNotAllowed,
             Error::EndpointNotAllowed(_) => Reason::EndpointNotAllowed,
             Error::Provider(e) => match e.kind {
                 ProviderErrorKind::AuthenticationFailed => Reason::AuthenticationFailed,
@@ -146,12 +153,15 @@ impl Error {
 
     /// Whether and when to retry. Only problems that need a spec (or operator configuration)
     /// change wait for one; everything else, including refused credentials and missing
-    /// Secrets that someone may fix outside this resource, retries with capped backoff.
+    /// Secrets that someone may fix outside this resource, retries with capped backoff. A
+    /// namespace a ClusterCredential doesn't allow waits too: the operator watches
+    /// ClusterCredentials and Namespace labels and reconciles the resource when that changes.
     pub fn retry(&self) -> Retry {
         match self {
             Error::InvalidSpec(_)
             | Error::EndpointNotAllowed(_)
-            | Error::PodIdentityNotAllowed(_) => Retry::OnSpecChange,
+            | Error::PodIdentityNotAllowed(_)
+            | Error::CredentialNotAllowed(_) => Retry::OnSpecChange,
             Error::Provider(e) => Retry::Backoff(e.retry_after),
             Error::CredentialsNotFound(_) | Error::SecretConflict(_) | Error::Kube(_) => {
                 Retry::Backoff(None)

@@ -8,6 +8,7 @@
 //! requeue (renewal time, or capped backoff / Retry-After after a failure).
 
 pub mod clients;
+pub mod cluster_credential;
 pub mod credentials;
 pub mod driver;
 pub mod error;
@@ -25,6 +26,7 @@ use crate::api::common::{FIELD_MANAGER, HasCommonStatus};
 use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
 use crate::controller::clients::ClientFactory;
 use crate::controller::clients::live::LiveClients;
+use crate::controller::cluster_credential::directory::CredentialDirectory;
 use crate::controller::credentials::{PodIdentityPolicy, SecretSource};
 use crate::metrics::Metrics;
 use crate::providers::endpoint::EndpointPolicy;
@@ -135,7 +137,13 @@ pub struct Settings {
     pub credential_cache_ttl: Duration,
     /// Which successful syncs publish a Normal event (failures always publish a Warning).
     pub sync_events: SyncEvents,
+    /// The namespace whose Secrets ClusterCredentials name (the operator's own namespace).
+    pub credential_namespace: String,
 }
+
+/// The credential namespace when none is configured: the namespace `deploy/` installs the
+/// operator in.
+pub const DEFAULT_CREDENTIAL_NAMESPACE: &str = "workspace-access-operator";
 
 /// Which successful syncs publish a Normal `Synced` event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -160,6 +168,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(300),
             credential_cache_ttl: Duration::from_secs(10),
             sync_events: SyncEvents::All,
+            credential_namespace: DEFAULT_CREDENTIAL_NAMESPACE.into(),
         }
     }
 }
@@ -325,6 +334,9 @@ pub struct Context {
     pub clients: Arc<dyn ClientFactory>,
     /// Metadata of owned Secrets.
     pub secret_cache: SecretCache,
+    /// ClusterCredentials, Namespace labels and the credential namespace's Secrets (the client
+    /// factory resolves credentialRefs with it; the watches keep it current).
+    pub credentials: Arc<CredentialDirectory>,
     /// Failure counts for backoff.
     pub backoff: BackoffTracker,
     /// The clock.
@@ -369,6 +381,7 @@ pub struct ContextBuilder {
     http: HttpClient,
     clock: Arc<dyn Clock>,
     secrets: Option<Arc<dyn SecretSource>>,
+    credentials: Option<Arc<CredentialDirectory>>,
     live: Option<Box<dyn FnOnce(LiveClients) -> LiveClients + Send>>,
     clients: Option<Arc<dyn ClientFactory>>,
     reporter: Option<Reporter>,
@@ -388,6 +401,7 @@ impl ContextBuilder {
             http,
             clock: Arc::new(SystemClock),
             secrets: None,
+            credentials: None,
             live: None,
             clients: None,
             reporter: None,
@@ -403,6 +417,15 @@ impl ContextBuilder {
     /// Where credentials Secrets are read from (default: the cluster, cached).
     pub fn secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Where ClusterCredentials, Namespace labels and credential Secrets are looked up
+    /// (default: the API server, reading the credential namespace's Secrets through the
+    /// [`Self::secrets`] source if one is given, uncached otherwise; the watches of `run`
+    /// answer once synced).
+    pub fn credentials(mut self, credentials: Arc<CredentialDirectory>) -> Self {
+        self.credentials = Some(credentials);
         self
     }
 
@@ -429,6 +452,17 @@ impl ContextBuilder {
 
     /// The context.
     pub fn build(self) -> Context {
+        let credentials = self.credentials.unwrap_or_else(|| {
+            let reader = self
+                .secrets
+                .clone()
+                .unwrap_or_else(|| Arc::new(credentials::KubeSecretSource(self.client.clone())));
+            Arc::new(CredentialDirectory::api(
+                self.client.clone(),
+                self.settings.credential_namespace.clone(),
+                reader,
+            ))
+        });
         let clients = match self.clients {
             Some(c) => c,
             None => {
@@ -444,7 +478,8 @@ impl ContextBuilder {
                     self.settings.pod_identity.clone(),
                     secrets,
                     self.clock.clone(),
-                );
+                )
+                .with_credentials(credentials.clone());
                 let live = match self.live {
                     Some(adjust) => adjust(live),
                     None => live,
@@ -458,6 +493,7 @@ impl ContextBuilder {
             metrics: self.metrics,
             clients,
             secret_cache: SecretCache::default(),
+            credentials,
             backoff: BackoffTracker::default(),
             clock: self.clock,
             reporter: self.reporter.unwrap_or_else(Reporter::from_environment),

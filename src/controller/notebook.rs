@@ -70,6 +70,7 @@ pub async fn validate(obj: &NotebookTokenRequest, ctx: &Context) -> Result<Check
     let renew_before = validate::positive("spec.renewBefore", spec.renew_before.as_ref())?;
     check_names(spec)?;
     validate::secret_name("spec.secretName", spec.secret_name.as_deref())?;
+    spec.credentials().map_err(Error::InvalidSpec)?;
     let tokens = ctx.clients.notebook_tokens(&ns, spec).await?;
     Ok(Checked {
         tokens,

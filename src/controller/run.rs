@@ -5,8 +5,10 @@
 //! cache; a deleted Secret re-triggers its owner, also one deleted while the watch was down),
 //! leader election, and graceful shutdown.
 
+use crate::api::cluster_credential::CredentialUser;
 use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, RENEW_REQUESTED_AT_ANNOTATION, VERSION};
-use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
+use crate::api::{ClusterCredential, LivyToken, NotebookTokenRequest, WorkspaceView};
+use crate::controller::cluster_credential::watch::{self as credential_watch, Users};
 use crate::controller::driver::{Reconciler, error_policy, reconcile};
 use crate::controller::{Context, ManagedKind, SecretCache};
 use crate::metrics::Metrics;
@@ -35,14 +37,18 @@ pub struct ControllerOptions {
     pub concurrency: u16,
     /// Only this namespace is watched and reconciled (None: all namespaces).
     pub namespace: Option<String>,
+    /// Whether resources may use ClusterCredentials (which watches ClusterCredentials, the
+    /// credential namespace's Secrets and Namespaces).
+    pub cluster_credentials: bool,
 }
 
 impl ControllerOptions {
-    /// Options for all namespaces with the given concurrency.
+    /// Options for all namespaces with the given concurrency, ClusterCredentials on.
     pub fn new(concurrency: u16) -> Self {
         Self {
             concurrency,
             namespace: None,
+            cluster_credentials: true,
         }
     }
 
@@ -81,6 +87,18 @@ pub async fn check_crds(client: &kube::Client, options: &ControllerOptions) -> a
     one::<NotebookTokenRequest>(client, options).await?;
     one::<LivyToken>(client, options).await?;
     one::<WorkspaceView>(client, options).await?;
+    if !options.cluster_credentials {
+        return Ok(());
+    }
+    Api::<ClusterCredential>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .with_context(|| {
+            format!(
+                "clustercredentials.{GROUP}/{VERSION} is not served by the API server; install \
+                 the CRDs (kubectl apply -f crds/) and check the operator's RBAC"
+            )
+        })?;
     Ok(())
 }
 
@@ -173,25 +191,78 @@ pub async fn run_controllers(
     // its term).
     let _secret_watch = AbortOnDrop(tokio::spawn(secret_watch));
 
+    // ClusterCredentials, their Secrets and Namespace labels: changes reach the resources
+    // using them (through the kinds' caches) and the ClusterCredentials' own status.
+    let (ntr_store, ntr_writer) = reflector::store::<NotebookTokenRequest>();
+    let (livy_store, livy_writer) = reflector::store::<LivyToken>();
+    let (wsv_store, wsv_writer) = reflector::store::<WorkspaceView>();
+    let users = Users {
+        ntr: ntr_store.clone(),
+        livy: livy_store.clone(),
+        wsv: wsv_store.clone(),
+    };
+    let (credential_changes, usage, credential_watches) = if options.cluster_credentials {
+        let (changes, usage, watches) =
+            credential_watch::start(&ctx, options.namespace.as_deref(), users);
+        (changes, usage, Some(watches))
+    } else {
+        ctx.credentials.disable();
+        let (changes, usage) = credential_watch::no_changes();
+        (changes, usage, None)
+    };
+
     info!("waiting for the cache of owned Secrets");
     tokio::select! {
         r = secret_store.wait_until_ready() => r.context("Secret cache")?,
         _ = shutdown.cancelled() => return Ok(()),
     }
     info!(secrets = secret_store.len(), "cache of owned Secrets ready");
+    if let Some(watches) = &credential_watches {
+        tokio::select! {
+            r = watches.wait_until_ready(&ctx) => r?,
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
     ctx.secret_cache = SecretCache::new(secret_store);
     let ctx = Arc::new(ctx);
     // The per-resource gauges describe what this replica reconciles: they go when it stops,
     // also when this future is dropped.
     let _gauges = ClearGaugesOnDrop(ctx.metrics.clone());
 
-    let ntr =
-        controller_for::<NotebookTokenRequest>(ctx.clone(), ntr_rx, &options, shutdown.clone());
-    let livy = controller_for::<LivyToken>(ctx.clone(), livy_rx, &options, shutdown.clone());
-    let wsv = controller_for::<WorkspaceView>(ctx.clone(), wsv_rx, &options, shutdown.clone());
+    let ntr = controller_for::<NotebookTokenRequest>(
+        ctx.clone(),
+        (ntr_store, ntr_writer),
+        futures::stream::select(ntr_rx, credential_changes.ntr),
+        usage.clone(),
+        &options,
+        shutdown.clone(),
+    );
+    let livy = controller_for::<LivyToken>(
+        ctx.clone(),
+        (livy_store, livy_writer),
+        futures::stream::select(livy_rx, credential_changes.livy),
+        usage.clone(),
+        &options,
+        shutdown.clone(),
+    );
+    let wsv = controller_for::<WorkspaceView>(
+        ctx.clone(),
+        (wsv_store, wsv_writer),
+        futures::stream::select(wsv_rx, credential_changes.wsv),
+        usage,
+        &options,
+        shutdown.clone(),
+    );
+    let credentials = async {
+        if let Some(watches) = credential_watches {
+            watches
+                .run(ctx.clone(), options.concurrency, shutdown.clone())
+                .await;
+        }
+    };
     ready.store(true, Ordering::SeqCst);
     info!("controllers running");
-    futures::join!(ntr, livy, wsv);
+    futures::join!(ntr, livy, wsv, credentials);
     ready.store(false, Ordering::SeqCst);
     info!("controllers stopped");
     Ok(())
@@ -236,18 +307,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn controller_for<K: Reconciler>(
+/// One kind's controller: its watch fills `store`; `triggers` (an owned Secret deleted, a
+/// change of the ClusterCredential it uses) reconcile objects too; `usage` hears which
+/// ClusterCredential each object names.
+fn controller_for<K: Reconciler + CredentialUser>(
     ctx: Arc<Context>,
-    secret_deleted: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+    store: (reflector::Store<K>, reflector::store::Writer<K>),
+    triggers: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+    usage: mpsc::UnboundedSender<String>,
     options: &ControllerOptions,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     let api = options.api::<K>(&ctx.client);
-    let (reader, writer) = reflector::store::<K>();
+    let (reader, writer) = store;
+    let cached = reader.clone();
     let (metrics, known) = (ctx.metrics.clone(), reader.clone());
     let objects = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(trim_for_cache)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                credential_watch::report_usage(&cached, &usage, event);
+            }
+        })
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Delete(o)) => {
@@ -273,7 +355,7 @@ fn controller_for<K: Reconciler>(
         );
     let known = reader.clone();
     Controller::for_stream(objects, reader)
-        .reconcile_on(secret_deleted)
+        .reconcile_on(triggers)
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(

@@ -208,10 +208,11 @@ mod tests {
                     expire_days: 7,
                     grace_period: None,
                 }),
-                alibaba: AlibabaCredentials {
+                alibaba: Some(AlibabaCredentials {
                     access_key_ref: None,
                     rrsa: true,
-                },
+                }),
+                credential_ref: None,
                 secret_name: None,
                 refresh_interval: None,
                 renew_before: None,

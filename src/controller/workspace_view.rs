@@ -11,7 +11,8 @@
 //! - A reconciliation before the status's `nextSyncTime` (for a Ready status of the current
 //!   generation) reads nothing: after a restart, views whose inventory was written recently are
 //!   not all re-read at once. Since an unchanged refresh writes nothing, `nextSyncTime` can be
-//!   in the past, and then the view is read at once.
+//!   in the past, and then the view is read at once. A view naming a ClusterCredential is still
+//!   checked against it then, so that a namespace that lost access is told at once.
 //! - Each sync that read an inventory compares it with the one in the status
 //!   (`inventory::diff`): the changes go first into `recentChanges`, and, once the status is
 //!   recorded, into one `AccessChanged` event and the counter
@@ -22,6 +23,7 @@
 //!   handled yet) reads the inventory at once.
 
 use crate::api::WorkspaceView;
+use crate::api::cluster_credential::CredentialUser;
 use crate::api::workspace_view::{
     AccessChange, DataRobotRecipientType, FabricRole, FabricSource, InventorySource,
     MAX_HISTORY_LIMIT, NotebookSelection, NotebookSelector, WorkspaceViewStatus,
@@ -162,6 +164,7 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
                         .into(),
                 ));
             }
+            source.credentials().map_err(Error::InvalidSpec)?;
             check_principal_types(&source)?;
             let client = ctx.clients.fabric_inventory(&ns, &source).await?;
             Ok(Plan::Fabric { source, client })
@@ -169,6 +172,7 @@ pub async fn validate(obj: &WorkspaceView, ctx: &Context) -> Result<Plan, Error>
         InventorySource::DataRobot(source) => {
             let selection = source.selection().map_err(Error::InvalidSpec)?;
             check_selection(&selection)?;
+            source.credentials().map_err(Error::InvalidSpec)?;
             if source.recipient_types.as_ref().is_some_and(Vec::is_empty) {
                 return Err(Error::InvalidSpec(
                     "spec.dataRobot.recipientTypes is empty; list at least one type, or leave \
@@ -380,6 +384,11 @@ impl Reconciler for WorkspaceView {
         if renew_request(obj.as_ref()).is_none()
             && let Some(not_due) = not_due(&obj, ctx.now())
         {
+            // A view using a ClusterCredential is checked against it even when not due (no
+            // provider call): a namespace that lost access says so at once.
+            if obj.credential_ref().is_some() {
+                validate(&obj, &ctx).await?;
+            }
             return Ok(not_due);
         }
         let built = read_inventory(&obj, &ctx).await?;

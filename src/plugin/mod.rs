@@ -14,7 +14,7 @@ pub mod renew;
 pub mod status;
 
 use crate::api::common::{GROUP, HasCommonStatus, VERSION};
-use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
+use crate::api::{ClusterCredential, LivyToken, NotebookTokenRequest, WorkspaceView};
 use futures::future::BoxFuture;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -254,6 +254,14 @@ pub const KINDS: &[KindInfo] = &[
         renewable: true,
         list: list_namespaced::<WorkspaceView>,
     },
+    KindInfo {
+        kind: "ClusterCredential",
+        short: "ccred",
+        plural: "clustercredentials",
+        namespaced: false,
+        renewable: false,
+        list: list_cluster_credentials,
+    },
 ];
 
 /// The kind named `name` (see [`KindInfo::is_named`]).
@@ -303,7 +311,10 @@ macro_rules! listed {
 listed!(NotebookTokenRequest, LivyToken, WorkspaceView);
 
 /// Every object of a kind in `namespace` (all namespaces with `None`), page by page.
-pub async fn list_all<K: Listed>(api: Api<K>) -> Result<Vec<K>, kube::Error> {
+pub async fn list_all<K>(api: Api<K>) -> Result<Vec<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
     let mut out = Vec::new();
     let mut params = ListParams::default().limit(500);
     loop {
@@ -346,6 +357,24 @@ pub fn list_cluster<'a, K: Listed>(
             .await?
             .iter()
             .map(status::row_of)
+            .collect())
+    })
+}
+
+/// [`ListFn`] of ClusterCredentials (cluster-scoped: listed with `-A` only), whose status has a
+/// Ready condition but no token.
+pub fn list_cluster_credentials<'a>(
+    client: &'a kube::Client,
+    namespace: Option<&'a str>,
+) -> BoxFuture<'a, Result<Vec<StatusRow>, kube::Error>> {
+    Box::pin(async move {
+        if namespace.is_some() {
+            return Ok(Vec::new());
+        }
+        Ok(list_all(Api::<ClusterCredential>::all(client.clone()))
+            .await?
+            .iter()
+            .map(status::credential_row)
             .collect())
     })
 }

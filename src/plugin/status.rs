@@ -4,9 +4,10 @@
 
 use super::format::{Table, relative};
 use super::{Connection, KINDS, KindInfo, Listed, PluginError};
+use crate::api::ClusterCredential;
 use crate::api::common::RENEW_REQUESTED_AT_ANNOTATION;
 use jiff::Timestamp;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
@@ -51,6 +52,9 @@ pub struct StatusRow {
     /// Items the inventory found (WorkspaceView).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<i64>,
+    /// How many resources name it in their credentialRef (ClusterCredential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<i64>,
 }
 
 /// The row of one object.
@@ -81,6 +85,27 @@ pub fn row_of<K: Listed>(obj: &K) -> StatusRow {
         renew_requested,
         last_renew_request,
         items: status.and_then(|s| s.inventory_count()).map(|(_, n)| n),
+        used_by: None,
+    }
+}
+
+/// The row of a ClusterCredential: its Ready condition (Valid, or why its Secret can't be
+/// used) and how many resources use it; it has no token, Secret or sync time of its own.
+pub fn credential_row(obj: &ClusterCredential) -> StatusRow {
+    let status = obj.status.as_ref();
+    let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    StatusRow {
+        kind: ClusterCredential::kind(&()).into_owned(),
+        namespace: None,
+        name: obj.name_any(),
+        ready: ready.map_or_else(|| "Unknown".into(), |c| c.status.clone()),
+        reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+        message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+        current: ready.is_some_and(|c| {
+            c.observed_generation.is_some() && c.observed_generation == obj.meta().generation
+        }),
+        used_by: status.and_then(|s| s.used_by),
+        ..StatusRow::default()
     }
 }
 
@@ -339,5 +364,38 @@ ntr/ml     True    Synced   47m          41m         13m ago     ml-token
         assert_eq!(v["items"][2]["current"], false);
         assert_eq!(v["items"][4]["items"], 3);
         assert!(v["items"][4].get("expiresAt").is_none());
+    }
+
+    #[test]
+    fn a_cluster_credential_shows_its_state_and_users_without_a_namespace() {
+        let cc: ClusterCredential = serde_json::from_value(json!({
+            "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "ClusterCredential",
+            "metadata": {"name": "azure-ml-prod", "generation": 2},
+            "spec": {"dataRobot": {"apiTokenRef": {"name": "dr", "key": "apiToken"}}},
+            "status": {"provider": "DataRobot", "usedBy": 3, "observedGeneration": 2,
+                       "conditions": ready("False", "CredentialsNotFound", 2)}
+        }))
+        .unwrap();
+        let row = credential_row(&cc);
+        assert_eq!(
+            (row.kind.as_str(), row.namespace.as_deref(), row.used_by),
+            ("ClusterCredential", None, Some(3))
+        );
+        assert!(row.current);
+        let mut rows = fixtures();
+        rows.push(row);
+        sort(&mut rows);
+        let text = table(&rows, now(), true);
+        assert!(
+            text.lines().last().unwrap().starts_with(
+                "-           ccred/azure-ml-prod   False             CredentialsNotFound    -"
+            ),
+            "{text}"
+        );
+        let never = credential_row(&ClusterCredential::new("new", cc.spec.clone()));
+        assert_eq!(
+            (never.ready.as_str(), never.reason.as_str()),
+            ("Unknown", "")
+        );
     }
 }

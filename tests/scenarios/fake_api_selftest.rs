@@ -1716,3 +1716,163 @@ async fn watch_timeouts_end_with_a_bookmark_and_the_watcher_rewatches() {
         "timeouts never force a relist"
     );
 }
+
+/// As a Kubernetes 1.24 API server does: every namespace carries the label
+/// `kubernetes.io/metadata.name` with its name, which clients can neither change nor remove;
+/// a metadata-only watch selected by `metadata.name` sees that namespace's label changes and
+/// nothing of the others.
+#[tokio::test]
+async fn namespaces_carry_their_name_label_and_a_selected_watch_sees_label_changes() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let s = server();
+    let namespaces: Api<Namespace> = Api::all(s.client());
+    let ns = |name: &str| Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        ..Default::default()
+    };
+    let created = namespaces
+        .create(&PostParams::default(), &ns("team-a"))
+        .await
+        .unwrap();
+    assert_eq!(created.labels()["kubernetes.io/metadata.name"], "team-a");
+    namespaces
+        .create(&PostParams::default(), &ns("team-b"))
+        .await
+        .unwrap();
+    let default = namespaces.get("default").await.unwrap();
+    assert_eq!(default.labels()["kubernetes.io/metadata.name"], "default");
+    // Seeded namespaces too.
+    let seeded: Namespace = s.insert(&ns("seeded"));
+    assert_eq!(seeded.labels()["kubernetes.io/metadata.name"], "seeded");
+
+    let meta: Api<PartialObjectMeta<Namespace>> = Api::all(s.client());
+    let mut events = watcher::watcher(
+        meta,
+        watcher::Config::default().fields("metadata.name=team-a"),
+    )
+    .boxed();
+    assert!(matches!(next_ok(&mut events).await, Event::Init));
+    match next_ok(&mut events).await {
+        Event::InitApply(n) => assert_eq!(n.name_any(), "team-a"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(next_ok(&mut events).await, Event::InitDone));
+
+    let label = |value: Value| Patch::Merge(json!({"metadata": {"labels": value}}));
+    // Another namespace's change is not seen; team-a's is, and the name label stays.
+    namespaces
+        .patch("team-b", &PatchParams::default(), &label(json!({"x": "y"})))
+        .await
+        .unwrap();
+    let patched = namespaces
+        .patch(
+            "team-a",
+            &PatchParams::default(),
+            &label(json!({"x": "y", "kubernetes.io/metadata.name": "other"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.labels()["kubernetes.io/metadata.name"], "team-a");
+    match next_ok(&mut events).await {
+        Event::Apply(n) => {
+            assert_eq!(n.name_any(), "team-a");
+            assert_eq!(n.labels()["x"], "y");
+            assert_eq!(n.labels()["kubernetes.io/metadata.name"], "team-a");
+        }
+        other => panic!("{other:?}"),
+    }
+    let removed = namespaces
+        .patch(
+            "team-a",
+            &PatchParams::default(),
+            &label(json!({"x": null, "kubernetes.io/metadata.name": null})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed.labels().len(), 1);
+    assert_eq!(removed.labels()["kubernetes.io/metadata.name"], "team-a");
+    match next_ok(&mut events).await {
+        Event::Apply(n) => assert!(!n.labels().contains_key("x")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Gadget",
+    status = "WidgetStatus"
+)]
+pub struct GadgetSpec {
+    pub size: u32,
+}
+
+/// As a Kubernetes 1.24 API server does for a cluster-scoped custom resource with a status
+/// subresource: served at the cluster path only (a namespaced path is a 404), status applied
+/// through `/status` without touching the generation, a field the manager no longer applies
+/// removed, and an apply to the status of a missing object a 404 NotFound (no create).
+#[tokio::test]
+async fn cluster_scoped_custom_resources_and_their_status() {
+    let s = server();
+    s.register_crd(&Gadget::crd());
+    let api: Api<Gadget> = Api::all(s.client());
+    let g = api
+        .create(
+            &PostParams::default(),
+            &Gadget::new("g1", GadgetSpec { size: 1 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(g.metadata.namespace, None);
+    assert_eq!(g.metadata.generation, Some(1));
+    let apply = |status: Value| {
+        Patch::Apply(json!({"apiVersion": "example.com/v1", "kind": "Gadget", "status": status}))
+    };
+    let params = PatchParams::apply("t").force();
+    let with_both = api
+        .patch_status(
+            "g1",
+            &params,
+            &apply(json!({"ready": true, "observedGeneration": 1})),
+        )
+        .await
+        .unwrap();
+    let st = with_both.status.unwrap();
+    assert!(st.ready && st.observed_generation == Some(1));
+    assert_eq!(with_both.metadata.generation, Some(1));
+    let one_less = api
+        .patch_status("g1", &params, &apply(json!({"ready": true})))
+        .await
+        .unwrap();
+    assert_eq!(one_less.status.unwrap().observed_generation, None);
+
+    let missing = api
+        .patch_status("nope", &params, &apply(json!({"ready": true})))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&missing), (404, "NotFound".into()));
+    assert!(s.get::<Gadget>("", "nope").is_none());
+
+    let namespaced = s
+        .client()
+        .request::<Value>(
+            http::Request::get("/apis/example.com/v1/namespaces/default/gadgets")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&namespaced).0, 404);
+
+    // A watch sees the deletion.
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    assert!(matches!(next_ok(&mut events).await, Event::Init));
+    assert!(matches!(next_ok(&mut events).await, Event::InitApply(_)));
+    assert!(matches!(next_ok(&mut events).await, Event::InitDone));
+    api.delete("g1", &DeleteParams::default()).await.unwrap();
+    assert!(matches!(next_ok(&mut events).await, Event::Delete(g) if g.name_any() == "g1"));
+}

@@ -5,6 +5,7 @@ use crate::support::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use workspace_access_operator::api::common::*;
@@ -34,7 +35,7 @@ fn livy(ns: &str, name: &str) -> LivyToken {
                 expire_days: 7,
                 grace_period: None,
             }),
-            alibaba: AlibabaCredentials {
+            alibaba: Some(AlibabaCredentials {
                 access_key_ref: Some(AccessKeyRef {
                     name: "ali-ak".into(),
                     access_key_id_key: "accessKeyId".into(),
@@ -42,7 +43,8 @@ fn livy(ns: &str, name: &str) -> LivyToken {
                     security_token_key: None,
                 }),
                 rrsa: false,
-            },
+            }),
+            credential_ref: None,
             secret_name: None,
             refresh_interval: None,
             renew_before: None,
@@ -305,8 +307,9 @@ async fn problems_only_a_spec_change_fixes_wait_for_one() {
     bad.spec.endpoint = Some("https://evil.example.com".into());
     let bad = s.insert(&bad);
     let mut wi = ntr("team-a", "wi", "azure-sp");
-    wi.spec.azure.client_secret_ref = None;
-    wi.spec.azure.workload_identity = true;
+    let azure = wi.spec.azure.as_mut().unwrap();
+    azure.client_secret_ref = None;
+    azure.workload_identity = true;
     let wi = s.insert(&wi);
     let (ctx, _) = context(&s, Settings::default());
 
@@ -380,11 +383,14 @@ async fn start_controllers_with(
     (ready, shutdown, task, metrics)
 }
 
+/// With ClusterCredentials turned off, `--watch-namespace` keeps every request of the operator
+/// inside that namespace (a Role there is all it needs).
 #[tokio::test]
 async fn a_watch_namespace_confines_the_operator_to_it() {
     let s = server();
     let options = ControllerOptions {
         namespace: Some("team-a".into()),
+        cluster_credentials: false,
         ..ControllerOptions::new(4)
     };
     let (ready, shutdown, _task, _) = start_controllers_with(&s, options).await;
@@ -414,6 +420,56 @@ async fn a_watch_namespace_confines_the_operator_to_it() {
         .map(|r| r.path.clone())
         .collect();
     assert!(outside.is_empty(), "requests outside team-a: {outside:?}");
+    shutdown.cancel();
+}
+
+/// With ClusterCredentials on (the default), `--watch-namespace` still reconciles only that
+/// namespace, and reads outside it only what ClusterCredentials need: the ClusterCredentials
+/// (cluster-scoped), the Secrets of the credential namespace and that one Namespace's labels.
+#[tokio::test]
+async fn a_watch_namespace_with_cluster_credentials_reads_only_what_they_need_outside() {
+    let s = server();
+    let options = ControllerOptions {
+        namespace: Some("team-a".into()),
+        ..ControllerOptions::new(4)
+    };
+    let (ready, shutdown, _task, _) = start_controllers_with(&s, options).await;
+    eventually("controllers ready", || ready.load(Ordering::SeqCst)).await;
+    s.insert(&ntr("team-b", "elsewhere", "missing"));
+    s.insert(&ntr("team-a", "ml", "missing"));
+    eventually("the resource in the watched namespace reports", || {
+        s.get::<NotebookTokenRequest>("team-a", "ml")
+            .and_then(|o| o.status)
+            .is_some()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        s.get::<NotebookTokenRequest>("team-b", "elsewhere")
+            .unwrap()
+            .status
+            .is_none()
+    );
+    let outside: BTreeSet<String> = s
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && !r.path.contains("/namespaces/team-a/"))
+        .map(|r| match r.path.as_str() {
+            "/api/v1/namespaces" => {
+                format!("{} {:?}", r.path, r.query_param("fieldSelector"))
+            }
+            p => p.to_owned(),
+        })
+        .collect();
+    let expected: BTreeSet<String> = [
+        "/apis/workspaceaccess.io/v1alpha1/clustercredentials",
+        "/api/v1/namespaces/workspace-access-operator/secrets",
+        "/api/v1/namespaces Some(\"metadata.name=team-a\")",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(outside, expected);
     shutdown.cancel();
 }
 

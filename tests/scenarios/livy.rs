@@ -1007,8 +1007,9 @@ async fn rrsa_goes_to_official_endpoints_only() {
     };
     let (ctx, _) = context(&s, settings);
     let mut obj = resource(&emr, "spark", json!({"tokenId": "lctk-1"}));
-    obj.spec.alibaba.access_key_ref = None;
-    obj.spec.alibaba.rrsa = true;
+    let alibaba = obj.spec.alibaba.as_mut().unwrap();
+    alibaba.access_key_ref = None;
+    alibaba.rrsa = true;
     let obj = s.insert(&obj);
     reconcile(Arc::new(obj), ctx).await.unwrap();
     let obj: LivyToken = s.get(NS, "spark").unwrap();

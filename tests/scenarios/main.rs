@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod access_changes;
+mod cluster_credential;
 mod fake_api_selftest;
 mod faults;
 mod foundation;

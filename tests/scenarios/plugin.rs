@@ -66,12 +66,20 @@ async fn status_lists_every_kind_in_a_namespace_or_all_of_them() {
     s.insert(&with_status(ntr("team-b", "soon"), "2026-11-23T10:30:00Z"));
     s.insert(&ntr("team-a", "new"));
     s.insert(&view("team-a", "dr"));
+    let cc: workspace_access_operator::api::ClusterCredential = serde_json::from_value(json!({
+        "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "ClusterCredential",
+        "metadata": {"name": "dr-prod"},
+        "spec": {"dataRobot": {"apiTokenRef": {"name": "dr", "key": "apiToken"}}}
+    }))
+    .unwrap();
+    s.insert(&cc);
     let all = status::collect(&conn(&s), None).await.unwrap();
     let names: Vec<(Option<&str>, &str)> = all
         .rows
         .iter()
         .map(|r| (r.namespace.as_deref(), r.name.as_str()))
         .collect();
+    // All namespaces: the cluster-scoped ClusterCredentials too, after the namespaced kinds.
     assert_eq!(
         names,
         [
@@ -79,6 +87,7 @@ async fn status_lists_every_kind_in_a_namespace_or_all_of_them() {
             (Some("team-a"), "later"),
             (Some("team-a"), "new"),
             (Some("team-a"), "dr"),
+            (None, "dr-prod"),
         ]
     );
     assert!(all.notes.is_empty(), "{:?}", all.notes);
@@ -287,7 +296,17 @@ async fn inventory_names_a_missing_view_and_one_not_synced_yet() {
         "provider,itemType,itemId,itemName,principalId,principalType,principalName,role\n\
          DataRobot,Notebook,nb1,,u1,user,ann@example.com,OWNER\n"
     );
-    assert!(kind_named("ccred").is_err(), "not yet a kind of this build");
+    // ClusterCredentials are a kind of the plugin (status -A lists them), with nothing to
+    // renew.
+    let ccred = kind_named("ccred").unwrap();
+    assert!(!ccred.namespaced && !ccred.renewable);
+    let err = workspace_access_operator::plugin::renew::request(&c, ccred, "x", "", "now")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a ClusterCredential has no token or inventory to renew"
+    );
 }
 
 // ------------------------------------------------------------------------------------------

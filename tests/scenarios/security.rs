@@ -1,7 +1,10 @@
 //! Security properties, end to end against the in-memory API server and mock providers:
 //!
 //! - credentials are read only from the resource's own namespace, whatever a reference says;
-//! - the operator pod's identity is usable only in allowed namespaces, for every kind;
+//! - a ClusterCredential reaches only Secrets of the credential namespace, and only the
+//!   namespaces it allows may use it (whatever its provider);
+//! - the operator pod's identity is usable only in allowed namespaces, for every kind (by the
+//!   flag inline, by its allowedNamespaces through a ClusterCredential);
 //! - one resource the operator can't read doesn't stop the others of its kind;
 //! - a full run of all three controllers (successes, failures, a deletion, events, leader
 //!   election) leaks no secret value into logs (TRACE for the operator, DEBUG for kube),
@@ -22,7 +25,9 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use workspace_access_operator::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
+use workspace_access_operator::api::{
+    ClusterCredential, LivyToken, NotebookTokenRequest, WorkspaceView,
+};
 use workspace_access_operator::controller::credentials::PodIdentityPolicy;
 use workspace_access_operator::controller::driver::reconcile;
 use workspace_access_operator::controller::livy::FINALIZER;
@@ -80,6 +85,14 @@ fn wsv(ns: &str, name: &str, spec: Value) -> WorkspaceView {
     .unwrap()
 }
 
+fn cluster_credential(name: &str, spec: Value) -> ClusterCredential {
+    serde_json::from_value(json!({
+        "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "ClusterCredential",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap()
+}
+
 /// Merges `patch` into `base` (objects recursively; `null` removes).
 fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
@@ -124,7 +137,8 @@ fn secret_requests(s: &FakeApiServer) -> Vec<RecordedRequest> {
 // Credentials stay in the resource's namespace
 
 /// A reference has a name and a key, and nothing else: no field of any spec can name a
-/// namespace.
+/// namespace. The one field that names namespaces is a ClusterCredential's
+/// `allowedNamespaces` (who may use it); its Secret references can't name one either.
 #[test]
 fn no_spec_field_can_name_a_namespace() {
     fn walk(path: &str, s: &Value, out: &mut Vec<String>) {
@@ -150,7 +164,7 @@ fn no_spec_field_can_name_a_namespace() {
             &mut found,
         );
     }
-    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(found, ["ClusterCredential.allowedNamespaces"]);
 }
 
 /// For every kind and every credential reference: a Secret of that name in another namespace
@@ -314,6 +328,216 @@ async fn a_secret_name_can_not_leave_the_namespace_either() {
     }
 }
 
+/// A ClusterCredential's Secret references are looked up in the credential namespace only: a
+/// Secret of that name in the resource's namespace or elsewhere is invisible, and a name that
+/// tries to leave the namespace is refused before any request, for every provider.
+#[tokio::test]
+async fn a_cluster_credential_reaches_only_secrets_of_the_credential_namespace() {
+    let s = server();
+    let every_key = [
+        ("clientSecret", "team-ns-secret"),
+        ("accessKeyId", "id"),
+        ("accessKeySecret", "team-ns-ak"),
+        ("apiToken", "team-ns-token"),
+    ];
+    s.insert(&secret("team-a", "creds", &every_key));
+    s.insert(&secret("other", "creds", &every_key));
+    let (ctx, _) = context(
+        &s,
+        Settings {
+            endpoint_policy: loopback(),
+            ..Settings::default()
+        },
+    );
+    let cred_ns = ctx.credentials.credential_namespace().to_owned();
+    let hostile = [
+        "../team-a/secrets/creds",
+        "../../namespaces/team-a/secrets/creds",
+        "..",
+        "creds?fieldSelector=metadata.namespace%3Dteam-a",
+        "%2e%2e",
+        "Creds",
+    ];
+    type Case = (&'static str, Box<dyn Fn(&str) -> Value>, Value);
+    let allowed = json!({"names": ["team-a"]});
+    let cases: Vec<Case> = vec![
+        (
+            "NotebookTokenRequest",
+            Box::new(|n| {
+                json!({"azure": {"tenantId": TENANT, "clientId": CLIENT,
+                                 "clientSecretRef": {"name": n, "key": "clientSecret"}}})
+            }),
+            json!({"azure": null, "credentialRef": {"name": "c"}}),
+        ),
+        (
+            "LivyToken",
+            Box::new(|n| json!({"alibaba": {"accessKeyRef": {"name": n}}})),
+            json!({"alibaba": null, "credentialRef": {"name": "c"}}),
+        ),
+        (
+            "WorkspaceView",
+            Box::new(|n| json!({"dataRobot": {"apiTokenRef": {"name": n, "key": "apiToken"}}})),
+            json!({"dataRobot": {"notebookIds": ["nb1"], "credentialRef": {"name": "c"}}}),
+        ),
+    ];
+    let mut n = 0;
+    for (kind, credential, uses) in &cases {
+        for name in std::iter::once("creds").chain(hostile) {
+            n += 1;
+            let mut spec = credential(name);
+            spec["allowedNamespaces"] = allowed.clone();
+            s.delete_object::<ClusterCredential>("", "c");
+            s.insert(&cluster_credential("c", spec));
+            let res = format!("r{n}");
+            s.clear_requests();
+            let (reason, message) = match *kind {
+                "NotebookTokenRequest" => {
+                    let o = s.insert(&ntr("team-a", &res, uses.clone()));
+                    reconcile(Arc::new(o), ctx.clone()).await.unwrap();
+                    ready::<NotebookTokenRequest>(&s, "team-a", &res)
+                }
+                "LivyToken" => {
+                    let o = s.insert(&livy("team-a", &res, uses.clone()));
+                    reconcile(Arc::new(o), ctx.clone()).await.unwrap();
+                    ready::<LivyToken>(&s, "team-a", &res)
+                }
+                _ => {
+                    let o = s.insert(&wsv("team-a", &res, uses.clone()));
+                    reconcile(Arc::new(o), ctx.clone()).await.unwrap();
+                    ready::<WorkspaceView>(&s, "team-a", &res)
+                }
+            }
+            .unwrap();
+            let reads = secret_requests(&s);
+            if name == "creds" {
+                assert_eq!(reason, "CredentialsNotFound", "{kind}: {message}");
+                assert!(
+                    message.contains(&format!("{cred_ns}/creds not found")),
+                    "{kind}: {message}"
+                );
+                assert!(!reads.is_empty(), "{kind}: the Secret was looked for");
+            } else {
+                assert_eq!(reason, "InvalidSpec", "{kind} {name:?}: {message}");
+                assert!(
+                    message.contains("ClusterCredential c") && message.contains("Secret name"),
+                    "{kind} {name:?}: {message}"
+                );
+            }
+            for r in &reads {
+                let rest = r
+                    .path
+                    .strip_prefix(&format!("/api/v1/namespaces/{cred_ns}/secrets/"));
+                assert!(
+                    rest.is_some_and(|n| !n.is_empty() && !n.contains('/') && n != ".."),
+                    "{kind} {name:?}: {} {}",
+                    r.method,
+                    r.path
+                );
+                assert!(r.query.is_empty(), "{kind} {name:?}: {:?}", r.query);
+                assert_eq!(r.method, "GET", "{kind} {name:?}");
+            }
+        }
+    }
+}
+
+/// A resource can use only a ClusterCredential that allows its namespace: naming one that
+/// doesn't is CredentialNotAllowed, with no Secret read and nothing told about the credential
+/// (not even its provider, when it is another one); naming one that allows it but holds
+/// another provider's credentials is InvalidSpec.
+#[tokio::test]
+async fn a_resource_can_not_name_a_credential_its_namespace_is_not_allowed() {
+    let s = server();
+    s.insert(&secret(
+        "workspace-access-operator",
+        "ak",
+        &[
+            ("accessKeyId", "id"),
+            ("accessKeySecret", "platform-ak-secret"),
+        ],
+    ));
+    s.insert(&secret(
+        "workspace-access-operator",
+        "sp",
+        &[("clientSecret", "platform-sp-secret")],
+    ));
+    s.insert(&cluster_credential(
+        "alibaba-prod",
+        json!({"alibaba": {"accessKeyRef": {"name": "ak"}},
+               "allowedNamespaces": {"names": ["team-b"]}}),
+    ));
+    s.insert(&cluster_credential(
+        "azure-prod",
+        json!({"azure": {"tenantId": TENANT, "clientId": CLIENT,
+                         "clientSecretRef": {"name": "sp", "key": "clientSecret"}},
+               "allowedNamespaces": {"selector": {"matchLabels": {"azure": "yes"}}}}),
+    ));
+    let (ctx, _) = context(
+        &s,
+        Settings {
+            endpoint_policy: loopback(),
+            ..Settings::default()
+        },
+    );
+    let by_ref = |inline: &str, name: &str| json!({inline: null, "credentialRef": {"name": name}});
+    // team-a: allowed by neither; same provider or another, the answer is the same.
+    for (res, cred) in [
+        ("same-provider", "azure-prod"),
+        ("other-provider", "alibaba-prod"),
+    ] {
+        s.clear_requests();
+        let o = s.insert(&ntr("team-a", res, by_ref("azure", cred)));
+        reconcile(Arc::new(o), ctx.clone()).await.unwrap();
+        let (reason, message) = ready::<NotebookTokenRequest>(&s, "team-a", res).unwrap();
+        assert_eq!(reason, "CredentialNotAllowed", "{res}: {message}");
+        assert!(
+            message.contains(&format!(
+                "ClusterCredential {cred} does not allow namespace team-a"
+            )),
+            "{message}"
+        );
+        assert!(
+            !message.contains("Alibaba") && !message.contains("Azure"),
+            "{message}"
+        );
+        assert!(secret_requests(&s).is_empty(), "{res}: no Secret is read");
+    }
+    let o = s.insert(&livy("team-a", "livy", by_ref("alibaba", "alibaba-prod")));
+    reconcile(Arc::new(o), ctx.clone()).await.unwrap();
+    assert_eq!(
+        ready::<LivyToken>(&s, "team-a", "livy").unwrap().0,
+        "CredentialNotAllowed"
+    );
+    // team-b is allowed to use alibaba-prod: for a NotebookTokenRequest that's the wrong
+    // provider.
+    let o = s.insert(&ntr("team-b", "wrong", by_ref("azure", "alibaba-prod")));
+    reconcile(Arc::new(o), ctx.clone()).await.unwrap();
+    let (reason, message) = ready::<NotebookTokenRequest>(&s, "team-b", "wrong").unwrap();
+    assert_eq!(reason, "InvalidSpec", "{message}");
+    assert!(
+        message.contains("holds Alibaba credentials; a NotebookTokenRequest needs Azure"),
+        "{message}"
+    );
+    // A label on team-a lets it use azure-prod (the labels are read when needed).
+    s.modify::<Namespace>("", "team-a", |n| {
+        n["metadata"]["labels"] = json!({"azure": "yes"});
+    });
+    let o: NotebookTokenRequest = s.get("team-a", "same-provider").unwrap();
+    reconcile(Arc::new(o), ctx.clone()).await.unwrap();
+    let (reason, message) = ready::<NotebookTokenRequest>(&s, "team-a", "same-provider").unwrap();
+    assert_ne!(reason, "CredentialNotAllowed", "{message}");
+    // The credential is read from the credential namespace; in team-a only the resource's own
+    // token Secret is looked at.
+    let paths: BTreeSet<String> = secret_requests(&s).into_iter().map(|r| r.path).collect();
+    let expected: BTreeSet<String> = [
+        "/api/v1/namespaces/workspace-access-operator/secrets/sp",
+        "/api/v1/namespaces/team-a/secrets/same-provider",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(paths, expected);
+}
+
 // ------------------------------------------------------------------------------------------
 // Pod identity
 
@@ -417,6 +641,80 @@ async fn pod_identity_is_used_only_in_allowed_namespaces_for_every_kind() {
         ready::<LivyToken>(&s, "anywhere", "livy").unwrap().0,
         "CredentialsNotFound"
     );
+}
+
+/// Pod identity held by a ClusterCredential is granted by its allowedNamespaces, without
+/// --pod-identity-namespace; a namespace it doesn't allow can't reach the operator's identity
+/// through it; inline pod identity keeps the flag's rule.
+#[tokio::test]
+async fn pod_identity_through_a_cluster_credential_follows_its_allowed_namespaces() {
+    let (entra, rrsa, ctx, s) = counting_env_allowing(&[]);
+    let ctx = Arc::new(ctx);
+    let allowed = json!({"names": ["team-a"]});
+    s.insert(&cluster_credential(
+        "azure-wi",
+        json!({"azure": {"tenantId": TENANT, "clientId": CLIENT, "workloadIdentity": true},
+               "allowedNamespaces": allowed}),
+    ));
+    s.insert(&cluster_credential(
+        "alibaba-rrsa",
+        json!({"alibaba": {"rrsa": true}, "allowedNamespaces": allowed}),
+    ));
+    let lookups = || entra.load(Ordering::SeqCst) + rrsa.load(Ordering::SeqCst);
+    let ntr_ref = json!({"azure": null, "credentialRef": {"name": "azure-wi"}});
+    let fabric_ref = json!({"fabric": {"credentialRef": {"name": "azure-wi"}}});
+    let livy_ref = json!({"alibaba": null, "credentialRef": {"name": "alibaba-rrsa"}});
+    for (ns, allowed) in [("team-b", false), ("team-a", true)] {
+        let before = lookups();
+        let a = s.insert(&ntr(ns, "ntr", ntr_ref.clone()));
+        reconcile(Arc::new(a), ctx.clone()).await.unwrap();
+        let b = s.insert(&wsv(ns, "fabric", fabric_ref.clone()));
+        reconcile(Arc::new(b), ctx.clone()).await.unwrap();
+        let c = s.insert(&livy(ns, "livy", livy_ref.clone()));
+        reconcile(Arc::new(c), ctx.clone()).await.unwrap();
+        let got = [
+            ready::<NotebookTokenRequest>(&s, ns, "ntr").unwrap(),
+            ready::<WorkspaceView>(&s, ns, "fabric").unwrap(),
+            ready::<LivyToken>(&s, ns, "livy").unwrap(),
+        ];
+        if allowed {
+            // Granted: the operator looks for its identity (not configured here).
+            assert_eq!(got[0].0, "AuthenticationFailed", "{:?}", got[0]);
+            assert!(
+                got[0].1.contains("AZURE_FEDERATED_TOKEN_FILE"),
+                "{:?}",
+                got[0]
+            );
+            assert_eq!(got[1].0, "AuthenticationFailed", "{:?}", got[1]);
+            assert_eq!(got[2].0, "CredentialsNotFound", "{:?}", got[2]);
+            assert!(got[2].1.contains("ALIBABA_CLOUD_ROLE_ARN"), "{:?}", got[2]);
+            assert!(lookups() > before);
+        } else {
+            for (reason, message) in &got {
+                assert_eq!(reason, "CredentialNotAllowed", "{message}");
+            }
+            assert_eq!(
+                lookups(),
+                before,
+                "the operator's identity was not looked up"
+            );
+        }
+    }
+    // Inline pod identity in the same namespace still needs --pod-identity-namespace.
+    let before = lookups();
+    let d = s.insert(&ntr(
+        "team-a",
+        "inline",
+        json!({"azure": {"clientSecretRef": null, "workloadIdentity": true}}),
+    ));
+    reconcile(Arc::new(d), ctx.clone()).await.unwrap();
+    assert_eq!(
+        ready::<NotebookTokenRequest>(&s, "team-a", "inline")
+            .unwrap()
+            .0,
+        "PodIdentityNotAllowed"
+    );
+    assert_eq!(lookups(), before);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -527,6 +825,10 @@ const AK_SECRET: &str = "ak-secret-9d3c";
 const AK_SECRET_ECHO: &str = "ak-secret-echo-2f6b";
 const STS_TOKEN: &str = "sts-security-token-7e5d";
 const LIVY_REF_TOKEN: &str = "livy-reference-token-4b8f";
+/// The client secret a ClusterCredential holds in the credential namespace.
+const CS_CCRED: &str = "ccred-client-secret-6a1f";
+/// The DataRobot key a ClusterCredential holds.
+const DR_TOKEN_CCRED: &str = "dr-api-token-ccred-3c77";
 /// The AccessKey ID is not secret (it is sent in every Authorization header).
 const AK_ID: &str = "LTAI-full-run";
 const LEASE_NS: &str = "workspace-access-operator";
@@ -597,6 +899,12 @@ async fn full_run() -> Run {
         (CS_NTR, "https://management.azure.com/.default", ARM_BEARER),
         (CS_FABRIC, FABRIC_SCOPE, FABRIC_BEARER),
         (CS_FABRIC_DENIED, FABRIC_SCOPE, FABRIC_BEARER_DENIED),
+        (
+            CS_CCRED,
+            "https://management.azure.com/.default",
+            ARM_BEARER,
+        ),
+        (CS_CCRED, FABRIC_SCOPE, FABRIC_BEARER),
     ] {
         azure
             .mock_async(|when, then| {
@@ -684,6 +992,15 @@ async fn full_run() -> Run {
                 {"id": "u1", "name": "ann@example.com", "role": "OWNER", "shareRecipientType": "user"}]}]}));
         })
         .await;
+    let dr_ccred = datarobot
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/v2/notebooks/sharedRoles/")
+                .header("authorization", format!("Bearer {DR_TOKEN_CCRED}"));
+            then.status(200)
+                .json_body(json!({"data": [{"notebookId": "nb1", "roles": []}]}));
+        })
+        .await;
     let dr_refusal = datarobot
         .mock_async(|when, then| {
             when.header("authorization", format!("Token {DR_TOKEN_BAD}"));
@@ -718,6 +1035,7 @@ async fn full_run() -> Run {
         s.insert(&Namespace {
             metadata: kube::api::ObjectMeta {
                 name: Some(ns.into()),
+                labels: (ns == "team-b").then(|| [("team".to_string(), "b".to_string())].into()),
                 ..Default::default()
             },
             ..Default::default()
@@ -835,6 +1153,74 @@ async fn full_run() -> Run {
     s.insert(&wsv("platform", "datarobot-bad", dr_view("dr-bad")));
     s.insert(&wsv("platform", "invalid", json!({"maxItems": 0, "fabric": {"azure": {
         "tenantId": TENANT, "clientId": CLIENT, "clientSecretRef": {"name": "fabric-sp", "key": "clientSecret"}}}})));
+
+    // ClusterCredentials: their Secrets in the credential namespace (the operator's own), the
+    // resources naming them in team namespaces.
+    s.insert(&secret(LEASE_NS, "azure-ml", &[("clientSecret", CS_CCRED)]));
+    s.insert(&secret(
+        LEASE_NS,
+        "alibaba",
+        &[("accessKeyId", AK_ID), ("accessKeySecret", AK_SECRET)],
+    ));
+    s.insert(&secret(
+        LEASE_NS,
+        "datarobot",
+        &[("apiToken", DR_TOKEN_CCRED)],
+    ));
+    s.insert(&cluster_credential(
+        "azure-ml",
+        json!({"azure": {"tenantId": TENANT, "clientId": CLIENT, "authorityHost": az,
+                         "clientSecretRef": {"name": "azure-ml", "key": "clientSecret"}},
+               "allowedNamespaces": {"names": ["team-a", "platform"]}}),
+    ));
+    s.insert(&cluster_credential(
+        "alibaba",
+        json!({"alibaba": {"accessKeyRef": {"name": "alibaba"}},
+               "allowedNamespaces": {"selector": {"matchLabels": {"team": "b"}}}}),
+    ));
+    s.insert(&cluster_credential(
+        "datarobot",
+        json!({"dataRobot": {"apiTokenRef": {"name": "datarobot", "key": "apiToken"},
+                             "authScheme": "Bearer"},
+               "allowedNamespaces": {"names": ["platform"]}}),
+    ));
+    s.insert(&cluster_credential(
+        "missing-secret",
+        json!({"dataRobot": {"apiTokenRef": {"name": "nope", "key": "apiToken"}},
+               "allowedNamespaces": {"names": ["platform"]}}),
+    ));
+    let by_ref = |name: &str| json!({"azure": null, "credentialRef": {"name": name}});
+    let mut ccred_ntr = by_ref("azure-ml");
+    merge(
+        &mut ccred_ntr,
+        json!({"endpoint": az, "secretName": "ccred-token"}),
+    );
+    s.insert(&ntr("team-a", "ccred", ccred_ntr));
+    s.insert(&ntr("team-b", "ccred-not-allowed", by_ref("azure-ml")));
+    s.insert(&ntr("team-b", "ccred-wrong-provider", by_ref("alibaba")));
+    s.insert(&ntr("team-a", "ccred-unknown", by_ref("nope")));
+    s.insert(&without_finalizer(livy(
+        "team-b",
+        "ccred",
+        json!({"endpoint": emr.base_url, "tokenId": "lctk-ref", "secretName": "ccred-ref-token",
+               "alibaba": null, "credentialRef": {"name": "alibaba"}}),
+    )));
+    let dr_by_ref = |credential: &str| {
+        json!({"refreshInterval": "1h", "dataRobot": {"endpoint": datarobot.url("/api/v2"),
+               "notebookIds": ["nb1"], "credentialRef": {"name": credential}}})
+    };
+    s.insert(&wsv("platform", "ccred", dr_by_ref("datarobot")));
+    s.insert(&wsv(
+        "platform",
+        "fabric-ccred",
+        json!({"refreshInterval": "1h", "fabric": {"endpoint": fabric.base_url(),
+               "credentialRef": {"name": "azure-ml"}}}),
+    ));
+    s.insert(&wsv(
+        "platform",
+        "ccred-missing-secret",
+        dr_by_ref("missing-secret"),
+    ));
     s.clear_requests();
 
     // --- the operator: leader election around the three controllers ---
@@ -867,7 +1253,7 @@ async fn full_run() -> Run {
         },
     ));
 
-    let expected: [(&str, &str, &str, &str); 14] = [
+    let expected: [(&str, &str, &str, &str); 22] = [
         ("ntr", "team-a", "ok", "Synced"),
         ("ntr", "team-a", "bad-secret", "AuthenticationFailed"),
         ("ntr", "team-a", "denied", "AuthenticationFailed"),
@@ -882,6 +1268,19 @@ async fn full_run() -> Run {
         ("wsv", "platform", "datarobot", "Synced"),
         ("wsv", "platform", "datarobot-bad", "AuthenticationFailed"),
         ("wsv", "platform", "invalid", "InvalidSpec"),
+        ("ntr", "team-a", "ccred", "Synced"),
+        ("ntr", "team-b", "ccred-not-allowed", "CredentialNotAllowed"),
+        ("ntr", "team-b", "ccred-wrong-provider", "InvalidSpec"),
+        ("ntr", "team-a", "ccred-unknown", "CredentialsNotFound"),
+        ("livy", "team-b", "ccred", "Synced"),
+        ("wsv", "platform", "ccred", "Synced"),
+        ("wsv", "platform", "fabric-ccred", "Synced"),
+        (
+            "wsv",
+            "platform",
+            "ccred-missing-secret",
+            "CredentialsNotFound",
+        ),
     ];
     let reason_of = |kind: &str, ns: &str, name: &str| {
         match kind {
@@ -895,6 +1294,19 @@ async fn full_run() -> Run {
         expected
             .iter()
             .all(|(k, ns, n, want)| reason_of(k, ns, n).as_deref() == Some(*want))
+    })
+    .await;
+    let credential_reason = |name: &str| {
+        s.get::<ClusterCredential>("", name)
+            .and_then(|c| serde_json::to_value(&c).ok())
+            .and_then(|v| ready_of(&v["status"]))
+            .map(|(_, r, _)| r)
+    };
+    eventually("every ClusterCredential reports its state", || {
+        ["azure-ml", "alibaba", "datarobot"]
+            .iter()
+            .all(|c| credential_reason(c).as_deref() == Some("Valid"))
+            && credential_reason("missing-secret").as_deref() == Some("CredentialsNotFound")
     })
     .await;
 
@@ -950,6 +1362,8 @@ async fn full_run() -> Run {
         ("team-a", "ok-token", "refreshToken"),
         ("team-b", "managed-token", "token"),
         ("team-b", "ref-token", "token"),
+        ("team-a", "ccred-token", "accessToken"),
+        ("team-b", "ccred-ref-token", "token"),
     ] {
         written.push(secret_value(&s.get(ns, name).unwrap(), key).unwrap());
     }
@@ -969,6 +1383,8 @@ async fn full_run() -> Run {
         AK_SECRET_ECHO,
         STS_TOKEN,
         LIVY_REF_TOKEN,
+        CS_CCRED,
+        DR_TOKEN_CCRED,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -993,6 +1409,7 @@ async fn full_run() -> Run {
 
     // The providers did see the secrets (and echoed them): the run was real.
     assert!(dr_calls >= 1);
+    assert!(dr_ccred.calls_async().await >= 1);
     for refusal in [
         &entra_refusal,
         &arm_refusal,
@@ -1019,8 +1436,28 @@ async fn full_run() -> Run {
                     .iter()
                     .map(|o| serde_json::to_value(o).unwrap()),
             )
+            .chain(
+                s.list::<ClusterCredential>(None)
+                    .iter()
+                    .map(|o| serde_json::to_value(o).unwrap()),
+            )
             .collect::<Vec<_>>(),
     );
+    // No ClusterCredential's value reached any team namespace, not even in a Secret.
+    for secret in s.list::<Secret>(None) {
+        let ns = secret.metadata.namespace.clone().unwrap_or_default();
+        if ns == LEASE_NS {
+            continue;
+        }
+        let text = serde_json::to_string(&secret).unwrap();
+        for value in [CS_CCRED, DR_TOKEN_CCRED] {
+            assert!(
+                !text.contains(value),
+                "{value} in Secret {ns}/{:?}",
+                secret.metadata.name
+            );
+        }
+    }
     let events = json(
         &s.list::<Event>(None)
             .iter()

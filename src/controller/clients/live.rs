@@ -5,15 +5,22 @@
 //! Rules kept here, in one place:
 //! - an endpoint (or the default of the resource's cloud or region) must pass the endpoint
 //!   policy; a refused endpoint the spec named is `EndpointNotAllowed`;
-//! - credentials come from Secrets in the resource's own namespace only;
+//! - inline credentials come from Secrets in the resource's own namespace only;
+//! - a `credentialRef` names a ClusterCredential: it must exist, allow the resource's namespace
+//!   (by name or by the namespace's labels; else `CredentialNotAllowed`, checked before
+//!   anything else about it) and hold the resource's provider's credentials (else
+//!   `InvalidSpec`); its Secrets are read from the credential namespace only;
 //! - the operator pod's identity (Azure workload identity, Alibaba RRSA) is used only for
-//!   namespaces the pod-identity allowlist names, and only towards official hosts;
+//!   namespaces the pod-identity allowlist names, or that a ClusterCredential holding it
+//!   allows, and only towards official hosts;
 //! - provider tokens (Entra access tokens, STS credentials) are cached per credential and shared
-//!   by every resource; a 401 from the provider drops the cached Entra token.
+//!   by every resource, in every namespace; a 401 from the provider drops the cached Entra
+//!   token, and so does a change of a ClusterCredential or of its client secret.
 
+use crate::api::cluster_credential::{ClusterCredential, CredentialProvider, ProviderCredentials};
 use crate::api::common::{
     AccessKeyRef, AlibabaCredentialSource, AlibabaCredentials, AzureCredentialSource,
-    AzureCredentials, SecretKeyRef,
+    AzureCredentials, CredentialChoice, CredentialRef, SecretKeyRef,
 };
 use crate::api::workspace_view::{DataRobotAuthScheme, DataRobotSource, FabricSource};
 use crate::api::{LivyTokenSpec, NotebookTokenRequestSpec};
@@ -21,6 +28,7 @@ use crate::controller::Clock;
 use crate::controller::clients::{
     ClientFactory, DataRobotInventory, FabricInventory, LivyLocation, LivyTokens, NotebookTokens,
 };
+use crate::controller::cluster_credential::directory::CredentialDirectory;
 use crate::controller::credentials::{CredentialValue, PodIdentityPolicy, SecretSource, read_key};
 use crate::controller::error::Error;
 use crate::controller::validate;
@@ -40,7 +48,8 @@ use crate::providers::http::HttpClient;
 use crate::redact::SecretString;
 use async_trait::async_trait;
 use jiff::Timestamp;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use url::Url;
 
 /// The real client factory.
@@ -49,9 +58,30 @@ pub struct LiveClients {
     endpoints: EndpointPolicy,
     pod_identity: PodIdentityPolicy,
     secrets: Arc<dyn SecretSource>,
+    credentials: Arc<CredentialDirectory>,
     entra: Arc<EntraTokens>,
     rrsa: Arc<RrsaCredentials>,
     clock: Arc<dyn Clock>,
+    /// The Entra token requests built from each ClusterCredential (client secrets blanked:
+    /// only their versions, which the cache keys on), to drop its cached tokens when it or its
+    /// Secret changes.
+    cluster_requests: Mutex<HashMap<String, Vec<TokenRequest>>>,
+}
+
+/// Where a resource's credentials are defined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    /// Inline in the resource: Secrets in its namespace; pod identity by the allowlist.
+    Resource {
+        /// The resource's namespace.
+        namespace: String,
+    },
+    /// In a ClusterCredential that allows the resource's namespace: Secrets in the credential
+    /// namespace; pod identity granted by the ClusterCredential.
+    Cluster {
+        /// The ClusterCredential's name.
+        name: String,
+    },
 }
 
 impl LiveClients {
@@ -67,12 +97,26 @@ impl LiveClients {
         Self {
             entra: Arc::new(EntraTokens::new(http.clone())),
             rrsa: Arc::new(RrsaCredentials::from_process_env()),
+            credentials: Arc::new(CredentialDirectory::fixed(
+                "",
+                [],
+                BTreeMap::new(),
+                secrets.clone(),
+            )),
             http,
             endpoints,
             pod_identity,
             secrets,
             clock,
+            cluster_requests: Mutex::default(),
         }
+    }
+
+    /// Where ClusterCredentials, Namespace labels and credential Secrets are looked up
+    /// (default: nowhere; every credentialRef is `CredentialsNotFound`).
+    pub fn with_credentials(mut self, credentials: Arc<CredentialDirectory>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// Replaces the Entra token cache (tests give it another environment).
@@ -121,6 +165,19 @@ impl LiveClients {
         field: &str,
         creds: &AzureCredentials,
     ) -> Result<AzureAuth, Error> {
+        let origin = Origin::Resource {
+            namespace: namespace.to_owned(),
+        };
+        self.azure_in(&origin, field, creds).await
+    }
+
+    /// [`Self::azure`] for credentials defined at `origin`.
+    async fn azure_in(
+        &self,
+        origin: &Origin,
+        field: &str,
+        creds: &AzureCredentials,
+    ) -> Result<AzureAuth, Error> {
         let source = creds
             .source()
             .map_err(|m| Error::InvalidSpec(format!("{field}: {m}")))?;
@@ -154,13 +211,15 @@ impl LiveClients {
         }
         let (client_secret, credential) = match &source {
             AzureCredentialSource::WorkloadIdentity => {
-                self.pod_identity
-                    .check(namespace, &format!("{field}.workloadIdentity"))?;
+                if let Origin::Resource { namespace } = origin {
+                    self.pod_identity
+                        .check(namespace, &format!("{field}.workloadIdentity"))?;
+                }
                 EndpointPolicy::require_official(Service::EntraId, &authority)?;
                 (None, EntraCredential::WorkloadIdentity)
             }
             AzureCredentialSource::ClientSecret(r) => {
-                let value = read_key(self.secrets.as_ref(), namespace, r).await?;
+                let value = self.read(origin, r).await?;
                 let credential = EntraCredential::ClientSecret {
                     secret: value.value.clone(),
                     version: value.version.clone(),
@@ -178,37 +237,40 @@ impl LiveClients {
         })
     }
 
-    /// Validates Alibaba credentials for a resource in `namespace` (one-of, pod identity
-    /// allowlist, the AccessKey reference) and reads the AccessKey from the namespace.
+    /// Validates Alibaba credentials defined at `origin` (one-of, pod identity allowlist for
+    /// inline credentials, the AccessKey reference) and reads the AccessKey.
     async fn alibaba(
         &self,
-        namespace: &str,
+        origin: &Origin,
+        field: &str,
         creds: &AlibabaCredentials,
     ) -> Result<AlibabaKeys, Error> {
-        match creds.source().map_err(Error::InvalidSpec)? {
+        match creds.source().map_err(|m| match origin {
+            Origin::Resource { .. } => Error::InvalidSpec(m),
+            Origin::Cluster { .. } => Error::InvalidSpec(format!("{field}: {m}")),
+        })? {
             AlibabaCredentialSource::Rrsa => {
-                self.pod_identity.check(namespace, "alibaba.rrsa")?;
+                if let Origin::Resource { namespace } = origin {
+                    self.pod_identity.check(namespace, "alibaba.rrsa")?;
+                }
                 Ok(AlibabaKeys::Rrsa)
             }
             AlibabaCredentialSource::AccessKey(r) => {
-                validate::access_key_ref("spec.alibaba.accessKeyRef", &r)?;
-                Ok(AlibabaKeys::AccessKey(
-                    self.access_key(namespace, &r).await?,
-                ))
+                validate::access_key_ref(&format!("{field}.accessKeyRef"), &r)?;
+                Ok(AlibabaKeys::AccessKey(self.access_key(origin, &r).await?))
             }
         }
     }
 
-    async fn access_key(&self, namespace: &str, r: &AccessKeyRef) -> Result<AcsCredentials, Error> {
+    async fn access_key(&self, origin: &Origin, r: &AccessKeyRef) -> Result<AcsCredentials, Error> {
         let key = |k: &str| SecretKeyRef {
             name: r.name.clone(),
             key: k.to_owned(),
         };
-        let source = self.secrets.as_ref();
-        let id = read_key(source, namespace, &key(&r.access_key_id_key)).await?;
-        let secret = read_key(source, namespace, &key(&r.access_key_secret_key)).await?;
+        let id = self.read(origin, &key(&r.access_key_id_key)).await?;
+        let secret = self.read(origin, &key(&r.access_key_secret_key)).await?;
         let token = match r.security_token_key() {
-            Some(k) => Some(read_key(source, namespace, &key(k)).await?.value),
+            Some(k) => Some(self.read(origin, &key(k)).await?.value),
             None => None,
         };
         Ok(AcsCredentials {
@@ -216,6 +278,168 @@ impl LiveClients {
             access_key_secret: secret.value,
             security_token: token,
         })
+    }
+
+    /// Reads one Secret key where credentials defined at `origin` keep their Secrets: the
+    /// resource's namespace, or the credential namespace (through the directory, which serves
+    /// no other namespace).
+    async fn read(&self, origin: &Origin, r: &SecretKeyRef) -> Result<CredentialValue, Error> {
+        match origin {
+            Origin::Resource { namespace } => read_key(self.secrets.as_ref(), namespace, r).await,
+            Origin::Cluster { name } => {
+                let ns = self.credentials.credential_namespace();
+                read_key(self.credentials.as_ref(), ns, r)
+                    .await
+                    .map_err(|e| match e {
+                        Error::CredentialsNotFound(m) => Error::CredentialsNotFound(format!(
+                            "ClusterCredential {name}: {m} (the platform team keeps it; see \
+                             the ClusterCredential's status)"
+                        )),
+                        other => other,
+                    })
+            }
+        }
+    }
+
+    /// The ClusterCredential a resource in `namespace` names, with its `want` provider's
+    /// credentials: it must exist (else `CredentialsNotFound`), allow `namespace` by name or by
+    /// the namespace's labels (else `CredentialNotAllowed`; checked before anything else
+    /// about it is told) and hold credentials of `want` (else `InvalidSpec`).
+    async fn cluster_credential(
+        &self,
+        namespace: &str,
+        field: &str,
+        r: &CredentialRef,
+        want: CredentialProvider,
+        kind: &str,
+    ) -> Result<ClusterCredential, Error> {
+        validate::name(
+            &format!("{field}.name"),
+            &r.name,
+            crate::api::names::is_dns_subdomain,
+            "a ClusterCredential name (lower-case letters, digits, '-' and '.')",
+        )?;
+        let Some(credential) = self.credentials.get(&r.name).await? else {
+            return Err(Error::CredentialsNotFound(format!(
+                "ClusterCredential {} not found",
+                r.name
+            )));
+        };
+        let allowed = &credential.spec.allowed_namespaces;
+        let ok = allowed.allows_by_name(namespace)
+            || (allowed.selector.is_some() && {
+                let labels = self.credentials.namespace_labels(namespace).await?;
+                allowed.allows(namespace, labels.as_ref())
+            });
+        if !ok {
+            return Err(Error::CredentialNotAllowed(format!(
+                "ClusterCredential {} does not allow namespace {namespace}; ask the platform \
+                 team to add it to the ClusterCredential's allowedNamespaces",
+                r.name
+            )));
+        }
+        let held = credential.spec.credentials().map_err(|m| {
+            Error::CredentialsNotFound(format!("ClusterCredential {} is not usable: {m}", r.name))
+        })?;
+        if held.provider() != want {
+            return Err(Error::InvalidSpec(format!(
+                "{field}: ClusterCredential {} holds {} credentials; a {kind} needs {}",
+                r.name,
+                held.provider().as_str(),
+                want.as_str()
+            )));
+        }
+        Ok(credential)
+    }
+
+    /// The Azure credentials a resource in `namespace` uses, and where they are defined.
+    async fn azure_choice(
+        &self,
+        namespace: &str,
+        choice: CredentialChoice<'_, AzureCredentials>,
+        inline_field: &str,
+        ref_field: &str,
+        kind: &str,
+    ) -> Result<(AzureCredentials, Origin, String), Error> {
+        match choice {
+            CredentialChoice::Inline(c) => Ok((
+                c.clone(),
+                Origin::Resource {
+                    namespace: namespace.to_owned(),
+                },
+                inline_field.to_owned(),
+            )),
+            CredentialChoice::Cluster(r) => {
+                let cc = self
+                    .cluster_credential(namespace, ref_field, r, CredentialProvider::Azure, kind)
+                    .await?;
+                match cc.spec.credentials() {
+                    Ok(ProviderCredentials::Azure(a)) => Ok((
+                        a.clone(),
+                        Origin::Cluster {
+                            name: r.name.clone(),
+                        },
+                        format!("ClusterCredential {} spec.azure", r.name),
+                    )),
+                    _ => Err(Error::InvalidSpec(format!(
+                        "{ref_field}: ClusterCredential {} holds no Azure credentials",
+                        r.name
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Remembers an Entra token request built from ClusterCredential `origin`; cached tokens
+    /// of its earlier client secrets (another version) are dropped at once.
+    fn note_cluster_request(&self, origin: &Origin, request: &TokenRequest) {
+        let Origin::Cluster { name } = origin else {
+            return;
+        };
+        let blank = TokenRequest {
+            credential: match &request.credential {
+                EntraCredential::ClientSecret { version, .. } => EntraCredential::ClientSecret {
+                    secret: SecretString::new(String::new()),
+                    version: version.clone(),
+                },
+                EntraCredential::WorkloadIdentity => EntraCredential::WorkloadIdentity,
+            },
+            ..request.clone()
+        };
+        let key = |r: &TokenRequest| {
+            (
+                r.authority.to_string(),
+                r.tenant.clone(),
+                r.client_id.clone(),
+                r.scope.clone(),
+                credential_version(&r.credential),
+            )
+        };
+        let mut all = self
+            .cluster_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let known = all.entry(name.clone()).or_default();
+        let version = credential_version(&blank.credential);
+        known.retain(|r| {
+            let current = credential_version(&r.credential) == version;
+            if !current {
+                self.entra.invalidate(r);
+            }
+            current
+        });
+        if !known.iter().any(|r| key(r) == key(&blank)) {
+            known.push(blank);
+        }
+    }
+}
+
+/// The version of an Entra credential (a client secret's content version), for comparing
+/// requests.
+fn credential_version(c: &EntraCredential) -> Option<String> {
+    match c {
+        EntraCredential::ClientSecret { version, .. } => Some(version.clone()),
+        EntraCredential::WorkloadIdentity => None,
     }
 }
 
@@ -257,19 +481,31 @@ impl ClientFactory for LiveClients {
         namespace: &str,
         spec: &NotebookTokenRequestSpec,
     ) -> Result<Arc<dyn NotebookTokens>, Error> {
-        let cloud = azure_cloud::endpoints(spec.azure.cloud);
+        let choice = spec.credentials().map_err(Error::InvalidSpec)?;
+        let (azure, origin, field) = self
+            .azure_choice(
+                namespace,
+                choice,
+                "spec.azure",
+                "spec.credentialRef",
+                "NotebookTokenRequest",
+            )
+            .await?;
+        let cloud = azure_cloud::endpoints(azure.cloud);
         let endpoint = self.endpoint(
             Service::AzureResourceManager,
             "spec.endpoint",
             spec.endpoint.as_deref(),
             cloud.resource_manager,
         )?;
-        let auth = self.azure(namespace, "spec.azure", &spec.azure).await?;
+        let auth = self.azure_in(&origin, &field, &azure).await?;
+        let request = auth.token_request(cloud.resource_manager_scope);
+        self.note_cluster_request(&origin, &request);
         Ok(Arc::new(ArmNotebookTokens {
             http: self.http.clone(),
             entra: self.entra.clone(),
             clock: self.clock.clone(),
-            request: auth.token_request(cloud.resource_manager_scope),
+            request,
             workspace: Workspace {
                 endpoint,
                 subscription_id: spec.subscription_id.clone(),
@@ -291,7 +527,40 @@ impl ClientFactory for LiveClients {
             spec.endpoint.as_deref().filter(|e| !e.is_empty()),
             &emr_spark::default_endpoint(&spec.region_id),
         )?;
-        let keys = self.alibaba(namespace, &spec.alibaba).await?;
+        let (alibaba, origin, field) = match spec.credentials().map_err(Error::InvalidSpec)? {
+            CredentialChoice::Inline(a) => (
+                a.clone(),
+                Origin::Resource {
+                    namespace: namespace.to_owned(),
+                },
+                "spec.alibaba".to_owned(),
+            ),
+            CredentialChoice::Cluster(r) => {
+                let cc = self
+                    .cluster_credential(
+                        namespace,
+                        "spec.credentialRef",
+                        r,
+                        CredentialProvider::Alibaba,
+                        "LivyToken",
+                    )
+                    .await?;
+                let Some(a) = cc.spec.alibaba else {
+                    return Err(Error::InvalidSpec(format!(
+                        "spec.credentialRef: ClusterCredential {} holds no Alibaba credentials",
+                        r.name
+                    )));
+                };
+                (
+                    a,
+                    Origin::Cluster {
+                        name: r.name.clone(),
+                    },
+                    format!("ClusterCredential {} spec.alibaba", r.name),
+                )
+            }
+        };
+        let keys = self.alibaba(&origin, &field, &alibaba).await?;
         if matches!(keys, AlibabaKeys::Rrsa) {
             EndpointPolicy::require_official(Service::EmrServerlessSpark, &url)?;
         }
@@ -309,18 +578,28 @@ impl ClientFactory for LiveClients {
         namespace: &str,
         source: &FabricSource,
     ) -> Result<Arc<dyn FabricInventory>, Error> {
+        let choice = source.credentials().map_err(Error::InvalidSpec)?;
+        let (azure, origin, field) = self
+            .azure_choice(
+                namespace,
+                choice,
+                "spec.fabric.azure",
+                "spec.fabric.credentialRef",
+                "Fabric WorkspaceView",
+            )
+            .await?;
         let endpoint = self.endpoint(
             Service::Fabric,
             "spec.fabric.endpoint",
             source.endpoint.as_deref(),
             FABRIC_ENDPOINT,
         )?;
-        let auth = self
-            .azure(namespace, "spec.fabric.azure", &source.azure)
-            .await?;
+        let auth = self.azure_in(&origin, &field, &azure).await?;
+        let request = auth.token_request(FABRIC_SCOPE);
+        self.note_cluster_request(&origin, &request);
         let token = EntraFabricToken {
             entra: self.entra.clone(),
-            request: auth.token_request(FABRIC_SCOPE),
+            request,
             clock: self.clock.clone(),
         };
         Ok(Arc::new(FabricClient::new(
@@ -336,15 +615,52 @@ impl ClientFactory for LiveClients {
         namespace: &str,
         source: &DataRobotSource,
     ) -> Result<Arc<dyn DataRobotInventory>, Error> {
-        validate::secret_key_ref("spec.dataRobot.apiTokenRef", &source.api_token_ref)?;
+        let (api_token_ref, scheme, origin, field) =
+            match source.credentials().map_err(Error::InvalidSpec)? {
+                CredentialChoice::Inline(r) => (
+                    r.clone(),
+                    source.auth_scheme.unwrap_or_default(),
+                    Origin::Resource {
+                        namespace: namespace.to_owned(),
+                    },
+                    "spec.dataRobot.apiTokenRef".to_owned(),
+                ),
+                CredentialChoice::Cluster(r) => {
+                    let cc = self
+                        .cluster_credential(
+                            namespace,
+                            "spec.dataRobot.credentialRef",
+                            r,
+                            CredentialProvider::DataRobot,
+                            "DataRobot WorkspaceView",
+                        )
+                        .await?;
+                    let Some(d) = cc.spec.data_robot else {
+                        return Err(Error::InvalidSpec(format!(
+                            "spec.dataRobot.credentialRef: ClusterCredential {} holds no \
+                             DataRobot credentials",
+                            r.name
+                        )));
+                    };
+                    (
+                        d.api_token_ref,
+                        d.auth_scheme,
+                        Origin::Cluster {
+                            name: r.name.clone(),
+                        },
+                        format!("ClusterCredential {} spec.dataRobot.apiTokenRef", r.name),
+                    )
+                }
+            };
+        validate::secret_key_ref(&field, &api_token_ref)?;
         let endpoint = self.endpoint(
             Service::DataRobot,
             "spec.dataRobot.endpoint",
             source.endpoint.as_deref(),
             datarobot::DEFAULT_ENDPOINT,
         )?;
-        let token = read_key(self.secrets.as_ref(), namespace, &source.api_token_ref).await?;
-        let scheme = match source.auth_scheme {
+        let token = self.read(&origin, &api_token_ref).await?;
+        let scheme = match scheme {
             DataRobotAuthScheme::Token => AuthScheme::Token,
             DataRobotAuthScheme::Bearer => AuthScheme::Bearer,
         };
@@ -355,6 +671,18 @@ impl ClientFactory for LiveClients {
             &token.value,
             scheme,
         )?))
+    }
+
+    fn forget_cluster_credential(&self, name: &str) {
+        let requests = self
+            .cluster_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .unwrap_or_default();
+        for r in &requests {
+            self.entra.invalidate(r);
+        }
     }
 }
 
@@ -586,6 +914,109 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A factory with these ClusterCredentials (their Secrets in namespace "wao") and
+    /// namespaces' labels.
+    fn with_cluster_credentials(
+        credentials: Vec<serde_json::Value>,
+        namespaces: &[(&str, &[(&str, &str)])],
+    ) -> LiveClients {
+        let mut secrets = StaticSecretSource::default();
+        let s: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ak", "namespace": "wao"},
+            "stringData": {"accessKeyId": "id", "accessKeySecret": "platform-ak"}
+        }))
+        .unwrap();
+        secrets.insert(s, "wao");
+        let secrets = Arc::new(secrets);
+        let credentials = credentials
+            .into_iter()
+            .map(|spec| {
+                serde_json::from_value::<ClusterCredential>(serde_json::json!({
+                    "apiVersion": "workspaceaccess.io/v1alpha1", "kind": "ClusterCredential",
+                    "metadata": {"name": spec["name"]}, "spec": spec["spec"]
+                }))
+                .unwrap()
+            })
+            .collect::<Vec<_>>();
+        let labels = namespaces
+            .iter()
+            .map(|(ns, l)| {
+                let l = l
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                (ns.to_string(), l)
+            })
+            .collect();
+        let directory = CredentialDirectory::fixed("wao", credentials, labels, secrets.clone());
+        let metrics = Arc::new(Metrics::new());
+        LiveClients::new(
+            HttpClient::new(HttpOptions::default(), metrics).unwrap(),
+            EndpointPolicy::default(),
+            PodIdentityPolicy::default(),
+            Arc::new(StaticSecretSource::default()),
+            Arc::new(SystemClock),
+        )
+        .with_credentials(Arc::new(directory))
+    }
+
+    #[tokio::test]
+    async fn a_cluster_credential_must_allow_the_namespace_and_hold_the_provider() {
+        let clients = with_cluster_credentials(
+            vec![serde_json::json!({"name": "emr", "spec": {
+                "alibaba": {"accessKeyRef": {"name": "ak"}},
+                "allowedNamespaces": {"names": ["team-a"],
+                                      "selector": {"matchLabels": {"emr": "yes"}}}}})],
+            &[("team-b", &[("emr", "yes")]), ("team-c", &[("emr", "no")])],
+        );
+        let r = CredentialRef { name: "emr".into() };
+        let get = |ns: &'static str, want: CredentialProvider| {
+            let clients = &clients;
+            let r = &r;
+            async move {
+                clients
+                    .cluster_credential(ns, "spec.credentialRef", r, want, "LivyToken")
+                    .await
+            }
+        };
+        // Allowed by name, by label; the provider matches.
+        assert!(get("team-a", CredentialProvider::Alibaba).await.is_ok());
+        assert!(get("team-b", CredentialProvider::Alibaba).await.is_ok());
+        // Allowed but of another provider: InvalidSpec naming both.
+        let err = get("team-a", CredentialProvider::Azure).await.unwrap_err();
+        assert_eq!(err.reason(), Reason::InvalidSpec);
+        assert!(
+            err.to_string().contains(
+                "ClusterCredential emr holds Alibaba credentials; a LivyToken needs Azure"
+            ),
+            "{err}"
+        );
+        // Not allowed: CredentialNotAllowed whatever the provider, which isn't told.
+        for want in [CredentialProvider::Alibaba, CredentialProvider::Azure] {
+            for ns in ["team-c", "team-d"] {
+                let err = get(ns, want).await.unwrap_err();
+                assert_eq!(err.reason(), Reason::CredentialNotAllowed, "{ns}");
+                assert!(!err.to_string().contains("Alibaba"), "{err}");
+            }
+        }
+        // Unknown: CredentialsNotFound.
+        let unknown = CredentialRef {
+            name: "nope".into(),
+        };
+        let err = clients
+            .cluster_credential(
+                "team-a",
+                "spec.credentialRef",
+                &unknown,
+                CredentialProvider::Alibaba,
+                "LivyToken",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Reason::CredentialsNotFound);
+        assert_eq!(err.to_string(), "ClusterCredential nope not found");
     }
 
     #[tokio::test]

@@ -114,4 +114,8 @@ pub trait ClientFactory: Send + Sync {
         namespace: &str,
         source: &DataRobotSource,
     ) -> Result<Arc<dyn DataRobotInventory>, Error>;
+
+    /// ClusterCredential `name` changed, its Secret changed, or it was deleted: provider
+    /// tokens obtained with it are not to be used again.
+    fn forget_cluster_credential(&self, _name: &str) {}
 }

@@ -129,6 +129,7 @@ pub async fn validate(obj: &LivyToken, ctx: &Context) -> Result<Checked, Error> 
         None => None,
     }
     .unwrap_or(DEFAULT_GRACE_PERIOD);
+    spec.credentials().map_err(Error::InvalidSpec)?;
     let tokens = ctx.clients.livy_tokens(&ns, spec).await?;
     Ok(Checked {
         mode,

@@ -23,7 +23,8 @@
 //!   and reason.
 //!
 //! Built-in kinds: core/v1 `namespaces` (cluster-scoped; `default`, `kube-system`,
-//! `kube-public` and `kube-node-lease` exist from the start), `secrets`, `configmaps`,
+//! `kube-public` and `kube-node-lease` exist from the start; each carries the label
+//! `kubernetes.io/metadata.name`), `secrets`, `configmaps`,
 //! `events`; `events.k8s.io/v1` `events`; `coordination.k8s.io/v1` `leases`. Custom
 //! resources are added with [`FakeApiServer::register_crd`], other built-ins with
 //! [`FakeApiServer::register_builtin`]; anything else answers 404.
@@ -2176,6 +2177,7 @@ fn prepare_update(
         };
     }
     convert_string_data(rt, &mut new);
+    namespace_name_label(rt, &mut new);
     drop_empty(rt, &mut new);
     validate_object(rt, &new, Some(old))?;
     Ok(new)
@@ -2213,6 +2215,22 @@ fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
         obj["status"] = json!({"phase": "Active"});
     }
+    namespace_name_label(rt, obj);
+}
+
+/// Namespaces carry the label `kubernetes.io/metadata.name` with their name, set by the API
+/// server on every create and update whatever the client sent (Kubernetes 1.21 and later).
+fn namespace_name_label(rt: &ResourceType, obj: &mut Value) {
+    if !rt.is("", "namespaces") {
+        return;
+    }
+    let Some(name) = obj["metadata"]["name"].as_str().map(str::to_owned) else {
+        return;
+    };
+    if !obj["metadata"]["labels"].is_object() {
+        obj["metadata"]["labels"] = json!({});
+    }
+    obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
 }
 
 /// Secrets store `stringData` base64-encoded into `data`.
