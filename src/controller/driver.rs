@@ -241,10 +241,23 @@ pub fn error_policy<K: Reconciler>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) 
 }
 
 async fn sync_and_report<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    // A namespace being deleted takes its resources with it: nothing new can be written there,
+    // so a sync would only mint tokens and fail (its Secrets may go before the resources).
+    if ctx.credentials.namespace_terminating(&namespace) {
+        debug!(kind = K::KIND, namespace = %namespace, name = %obj.name_any(),
+               "namespace is being deleted; not syncing");
+        return Ok(Action::await_change());
+    }
     let now = ctx.now();
     let mut checkpoint = Checkpoint::new(obj.clone(), ctx.client.clone(), ctx.metrics.clone());
     match K::sync(obj.clone(), ctx.clone(), &mut checkpoint).await {
         Ok(synced) => report_success(&obj, checkpoint, &ctx, synced, now).await,
+        Err(err) if err.is_namespace_terminating() => {
+            debug!(kind = K::KIND, namespace = %namespace, name = %obj.name_any(),
+                   "namespace is being deleted; not syncing");
+            Ok(Action::await_change())
+        }
         Err(err) => {
             let delay = failure_delay(obj.as_ref(), &ctx, &err);
             report_failure(&obj, checkpoint, &ctx, &err, None, delay, now).await?;

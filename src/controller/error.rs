@@ -170,6 +170,22 @@ impl Error {
         }
     }
 
+    /// Whether the API server refused a write because the resource's namespace is being
+    /// deleted (403, cause `NamespaceTerminating`): nothing new can be created there, and the
+    /// resource itself is about to go, so there is nothing to report or retry.
+    pub fn is_namespace_terminating(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => {
+                status.code == 403
+                    && status.details.as_ref().is_some_and(|d| {
+                        d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+                    })
+            }
+            Error::Reported { source, .. } => source.is_namespace_terminating(),
+            _ => false,
+        }
+    }
+
     /// The whole message, for events and logs: one line, secret-free by construction
     /// (provider messages are built from error codes and provider text, never from tokens or
     /// request contents).

@@ -1876,3 +1876,72 @@ async fn cluster_scoped_custom_resources_and_their_status() {
     api.delete("g1", &DeleteParams::default()).await.unwrap();
     assert!(matches!(next_ok(&mut events).await, Event::Delete(g) if g.name_any() == "g1"));
 }
+
+/// As a real v1.24 API server answers while a namespace is being deleted: nothing new can be
+/// created in it (POST or a server-side apply that would create), with the cause
+/// `NamespaceTerminating`; existing objects can still be updated.
+#[tokio::test]
+async fn a_terminating_namespace_refuses_new_objects_only() {
+    let s = server();
+    s.insert(&secret_in("doomed", "old"));
+    s.terminate_namespace("doomed");
+    let ns: k8s_openapi::api::core::v1::Namespace = s.get("", "doomed").unwrap();
+    assert!(ns.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        ns.status.and_then(|st| st.phase).as_deref(),
+        Some("Terminating")
+    );
+    let api: Api<Secret> = Api::namespaced(s.client(), "doomed");
+    for err in [
+        api.create(&PostParams::default(), &secret_in("doomed", "new"))
+            .await
+            .unwrap_err(),
+        api.patch(
+            "new2",
+            &PatchParams::apply("t").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "new2"}}),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    ] {
+        let kube::Error::Api(status) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(status.code, 403);
+        assert!(
+            status.message.contains("because it is being terminated"),
+            "{}",
+            status.message
+        );
+        let causes = status
+            .details
+            .as_ref()
+            .map(|d| d.causes.clone())
+            .unwrap_or_default();
+        assert_eq!(causes[0].reason, "NamespaceTerminating");
+    }
+    // An existing object can still be changed.
+    api.patch(
+        "old",
+        &PatchParams::apply("t").force(),
+        &Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "old"},
+                             "stringData": {"k": "v"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    // Other namespaces are not affected.
+    Api::<Secret>::namespaced(s.client(), "default")
+        .create(&PostParams::default(), &secret_in("default", "fine"))
+        .await
+        .unwrap();
+}
+
+fn secret_in(ns: &str, name: &str) -> Secret {
+    let mut s = secret(name, &[], &[]);
+    s.metadata.namespace = Some(ns.into());
+    s
+}

@@ -173,6 +173,16 @@ impl CredentialDirectory {
         }
     }
 
+    /// Whether namespace `namespace` is being deleted, as far as the watch of Namespaces has
+    /// seen (false when Namespaces are not watched: `--cluster-credentials=false`).
+    pub fn namespace_terminating(&self, namespace: &str) -> bool {
+        self.watched().is_some_and(|w| {
+            w.namespaces
+                .get(&ObjectRef::new(namespace))
+                .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+        })
+    }
+
     /// Forgets the values read of Secret `name` (it changed or went away).
     pub fn forget_secret(&self, name: &str) {
         self.values

@@ -241,3 +241,96 @@ async fn changes_while_watches_are_down_are_reconciled_when_they_resume() {
 async fn changes_while_the_api_server_lost_its_history_are_reconciled_after_a_relist() {
     changes_during_an_outage_are_reconciled_afterwards(true).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Namespace deletion
+
+/// While a namespace is being deleted its Secrets may go before its resources. The operator
+/// then makes no provider call, writes nothing and reports no failure: nothing new can be
+/// created there, and the resources are about to go too. (Found by the chaos suite on a real
+/// API server: every deleted Secret cost a minted token, a refused create, a failure status
+/// and a refused event.)
+#[tokio::test]
+async fn a_namespace_being_deleted_gets_no_new_tokens_writes_or_failures() {
+    let azure = azure_stub().await;
+    let s = crd_server();
+    insert_credentials(&s);
+    let names = ["ntr-a", "ntr-b", "ntr-c"];
+    for n in names {
+        s.insert(&notebook(n, &azure));
+    }
+    let run = start_controllers(&s).await;
+    run.until("Secrets written", Duration::from_secs(10), || {
+        names.iter().all(|n| s.get::<Secret>(NS, n).is_some())
+    })
+    .await;
+    let calls = azure.calls().len();
+    let statuses: Vec<Value> = names
+        .iter()
+        .map(|n| status_of(&s, "notebooktokenrequests", n))
+        .collect();
+    s.clear_requests();
+
+    s.terminate_namespace(NS);
+    // Let the Namespace watch see it, then the namespace controller's work begins.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in names {
+        s.delete_object::<Secret>(NS, n);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(azure.calls().len(), calls, "no provider call");
+    let writes: Vec<String> = s
+        .requests()
+        .iter()
+        .filter(|r| r.is_write())
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    let after: Vec<Value> = names
+        .iter()
+        .map(|n| status_of(&s, "notebooktokenrequests", n))
+        .collect();
+    assert_eq!(after, statuses, "no failure reported");
+    run.stop().await;
+}
+
+/// Without a watch of Namespaces (`--cluster-credentials=false`), the API server's refusal
+/// (403, cause NamespaceTerminating) is what tells: no failure status and no event follow it.
+#[tokio::test]
+async fn a_refusal_for_a_terminating_namespace_is_not_reported_as_a_failure() {
+    let azure = azure_stub().await;
+    let s = crd_server();
+    insert_credentials(&s);
+    let obj = s.insert(&notebook("ntr-a", &azure));
+    let ctx = Arc::new(context_on(
+        &s,
+        settings(),
+        http_options(RateLimits::default()),
+        Arc::new(SystemClock),
+    ));
+    workspace_access_operator::controller::driver::reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .unwrap();
+    let before = status_of(&s, "notebooktokenrequests", "ntr-a");
+    s.terminate_namespace(NS);
+    s.delete_object::<Secret>(NS, "ntr-a");
+    s.clear_requests();
+    let obj: NotebookTokenRequest = s.get(NS, "ntr-a").unwrap();
+    let action = workspace_access_operator::controller::driver::reconcile(Arc::new(obj), ctx)
+        .await
+        .unwrap();
+    assert!(
+        format!("{action:?}").contains("requeue_after: None"),
+        "{action:?}"
+    );
+    let writes: Vec<(String, String, u16)> = s
+        .requests()
+        .iter()
+        .filter(|r| r.is_write())
+        .map(|r| (r.method.clone(), r.path.clone(), r.status))
+        .collect();
+    assert_eq!(writes.len(), 1, "only the refused Secret write: {writes:?}");
+    assert_eq!(writes[0].2, 403);
+    assert!(writes[0].1.contains("/secrets/"), "{writes:?}");
+    assert_eq!(status_of(&s, "notebooktokenrequests", "ntr-a"), before);
+}

@@ -350,6 +350,27 @@ struct ApiError {
     details: Option<Value>,
 }
 
+impl ApiError {
+    /// What the real API server answers to a create in a namespace being deleted.
+    fn namespace_terminating(rt: &ResourceType, name: &str, ns: &str) -> Self {
+        Self {
+            code: 403,
+            reason: "Forbidden".into(),
+            message: format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} \
+                 because it is being terminated",
+                rt.plural
+            ),
+            details: Some(json!({
+                "name": name, "kind": rt.plural,
+                "causes": [{"reason": "NamespaceTerminating",
+                            "message": format!("namespace {ns} is being terminated"),
+                            "field": "metadata.namespace"}]
+            })),
+        }
+    }
+}
+
 enum Reply {
     Json(u16, Value),
     Watch(WatchStream),
@@ -579,6 +600,29 @@ impl FakeApiServer {
         let managers = track_update(&rt, &stored.obj, &new, stored.managers, TEST_MANAGER, "");
         let out = st.commit_update(&rt, &key, new, managers);
         from_value(render(&rt, &K::version(&()), &out, false))
+    }
+
+    /// Starts deleting namespace `ns` as the real API server does: the namespace gets a
+    /// `deletionTimestamp` and phase `Terminating` (a watch event), and from then on nothing new
+    /// can be created in it (403 with cause `NamespaceTerminating`). Its objects stay until the
+    /// test deletes them (there is no namespace controller).
+    pub fn terminate_namespace(&self, ns: &str) {
+        let mut st = self.lock();
+        st.ensure_namespace(ns);
+        let rt = st.type_of::<k8s_openapi::api::core::v1::Namespace>();
+        let key = obj_key(&rt, "", ns);
+        let stored = st.objects.get(&key).cloned().expect("the namespace");
+        let mut new = stored.obj.clone();
+        // System fields, set as the API server sets them (an update could not).
+        new["metadata"]["deletionTimestamp"] = json!(
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        );
+        new["status"] = json!({"phase": "Terminating"});
+        // Held, as by the namespace controller, until its content is gone.
+        new["spec"]["finalizers"] = json!(["kubernetes"]);
+        st.commit_update(&rt, &key, new, stored.managers);
     }
 
     /// Delete an object as `kubectl delete` would (background propagation): with finalizers
@@ -1348,6 +1392,9 @@ impl State {
                 details: Some(json!({"name": key.2, "kind": "namespaces"})),
             });
         }
+        if rt.namespaced && !seed && self.namespace_terminating(&key.2) {
+            return Err(ApiError::namespace_terminating(rt, &name, &key.2));
+        }
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(rt, &name));
         }
@@ -1364,6 +1411,13 @@ impl State {
     fn namespace_exists(&self, ns: &str) -> bool {
         self.objects
             .contains_key(&(String::new(), "namespaces".into(), String::new(), ns.into()))
+    }
+
+    /// Whether the namespace is being deleted (it has a `deletionTimestamp`).
+    fn namespace_terminating(&self, ns: &str) -> bool {
+        self.objects
+            .get(&(String::new(), "namespaces".into(), String::new(), ns.into()))
+            .is_some_and(|n| n.obj["metadata"]["deletionTimestamp"].is_string())
     }
 
     /// Assigns the system fields, stores, emits ADDED and runs the dangling-owner check.
@@ -1552,6 +1606,9 @@ impl State {
                     message: format!("namespaces \"{ns}\" not found"),
                     details: Some(json!({"name": ns, "kind": "namespaces"})),
                 });
+            }
+            if rt.namespaced && self.namespace_terminating(ns) {
+                return Err(ApiError::namespace_terminating(rt, name, ns));
             }
             let mut obj = json!({"apiVersion": rt.storage_api_version(), "kind": rt.kind, "metadata": {"name": name}});
             if rt.namespaced {
@@ -1939,10 +1996,21 @@ fn stored_rv(obj: &Value) -> &str {
 }
 
 fn finalizers(obj: &Value) -> Vec<Value> {
-    obj.pointer("/metadata/finalizers")
+    let mut all = obj
+        .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // A Namespace is also held by `spec.finalizers` (the namespace controller's `kubernetes`).
+    if obj["kind"] == "Namespace" {
+        all.extend(
+            obj.pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    all
 }
 
 fn owner_refs(obj: &Value) -> Vec<Value> {
