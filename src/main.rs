@@ -166,6 +166,11 @@ struct RunArgs {
     /// Warning, and a WorkspaceView's AccessChanged events are always published.
     #[arg(long, value_enum, default_value_t = SyncEvents::All, value_name = "WHICH")]
     sync_events: SyncEvents,
+    /// How long rollout restarts (spec.rolloutRestartTargets) wait after a token changed, so
+    /// that the tokens of one namespace changing within this window restart a workload they
+    /// share once.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    rollout_restart_window: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -241,6 +246,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         HttpClient::new(args.policy.http_options(), metrics.clone()).map_err(anyhow::Error::msg)?;
     let settings = Settings {
         sync_events: args.sync_events,
+        rollout_restart_window: args.rollout_restart_window.get(),
         ..args.policy.settings(client.default_namespace())
     };
     info!(

@@ -107,49 +107,10 @@ pub struct AllowedNamespaces {
     pub selector: Option<NamespaceSelector>,
 }
 
-/// A label selector over Namespace labels, as Kubernetes' LabelSelector: every matchLabels
-/// entry and every matchExpressions requirement must hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NamespaceSelector {
-    /// Labels the namespace must have, with these values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub match_labels: BTreeMap<String, String>,
-    /// Requirements on the namespace's labels.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
-    pub match_expressions: Vec<LabelRequirement>,
-}
+/// A label selector over Namespace labels.
+pub type NamespaceSelector = LabelSelector;
 
-/// One requirement of a label selector.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LabelRequirement {
-    /// The label key.
-    #[schemars(length(min = 1, max = 317))]
-    pub key: String,
-    /// In, NotIn, Exists or DoesNotExist.
-    pub operator: LabelOperator,
-    /// The values for In and NotIn (at least one); empty for Exists and DoesNotExist.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
-    pub values: Vec<String>,
-}
-
-/// Operator of a label requirement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum LabelOperator {
-    /// The label is set to one of the values.
-    In,
-    /// The label is not set, or set to none of the values.
-    NotIn,
-    /// The label is set.
-    Exists,
-    /// The label is not set.
-    DoesNotExist,
-}
-
-impl NamespaceSelector {
+impl LabelSelector {
     /// Why the selector is malformed (In/NotIn without values, Exists/DoesNotExist with
     /// values, an empty key), if it is.
     pub fn problem(&self) -> Option<String> {

@@ -27,6 +27,16 @@ pub const EXPIRES_AT_ANNOTATION: &str = "workspaceaccess.io/expires-at";
 pub const RENEW_AT_ANNOTATION: &str = "workspaceaccess.io/renew-at";
 /// Annotation with the resource generation the Secret's token was obtained for.
 pub const GENERATION_ANNOTATION: &str = "workspaceaccess.io/generation";
+/// Annotation with the fingerprint of the data the operator wrote into a Secret (per key, a
+/// salted hash; never a value): which keys someone else changed, and whether a write changes
+/// the data.
+pub const DATA_DIGEST_ANNOTATION: &str = "workspaceaccess.io/data-digest";
+/// Annotation on a Secret whose data changed, until the rollout restart of the resource's
+/// targets is made (its value: when the data changed, RFC 3339).
+pub const RESTART_PENDING_ANNOTATION: &str = "workspaceaccess.io/restart-pending";
+/// Pod template annotation a rollout restart sets on each target (as kubectl rollout restart
+/// sets kubectl.kubernetes.io/restartedAt).
+pub const RESTARTED_AT_ANNOTATION: &str = "workspaceaccess.io/restartedAt";
 /// Annotation on a resource asking for a new token (a rotation of a managed LivyToken, a
 /// re-read of a referenced one) or a refreshed inventory at once; each distinct value is
 /// handled once and recorded in `status.lastRenewRequest`. `kubectl workspaceaccess renew` sets
@@ -284,6 +294,176 @@ pub struct SecretTemplate {
     /// can't be overridden.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Extra keys of the Secret, each rendered from a Jinja template (MiniJinja) whenever the
+    /// token is written, e.g. NOTEBOOK_HOST: "{{ publicDns }}" or netrc: "machine {{ publicDns
+    /// }} login token password {{ accessToken }}". Variables: the kind's Secret keys
+    /// (NotebookTokenRequest: accessToken, refreshToken, tokenType, expiresAt, hostName,
+    /// publicDns, notebookResourceId, scope; LivyToken: token, tokenId, expiresAt; an optional
+    /// key the provider did not return is an empty string) and name and namespace (of this
+    /// resource). Filters include tojson, urlencode, trim, lower, upper, replace, default.
+    /// Nothing is HTML-escaped. An unknown variable or a template that doesn't parse makes
+    /// the resource not Ready with reason InvalidSpec (naming the key, never a value) and
+    /// nothing is written. At most 32 keys, 8192 characters per template, 65536 per rendered
+    /// value; a key can't be one of the kind's keys unless keys is TemplatedOnly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "template_data_schema")]
+    pub data: Option<BTreeMap<String, String>>,
+    /// Which keys the Secret holds: All (default) the kind's keys and those of data;
+    /// TemplatedOnly only the keys of data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<SecretKeys>,
+}
+
+/// Most keys of `secretTemplate.data`.
+pub const MAX_TEMPLATE_KEYS: usize = 32;
+/// Longest template of `secretTemplate.data`, in characters.
+pub const MAX_TEMPLATE_LENGTH: usize = 8192;
+
+/// The schema of `secretTemplate.data`: a map of Secret keys to templates, bounded so that the
+/// API server can check its key names with a CEL rule.
+fn template_data_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_TEMPLATE_KEYS,
+        "additionalProperties": {"type": "string", "maxLength": MAX_TEMPLATE_LENGTH},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))",
+            "message": "keys of secretTemplate.data must be Secret keys: letters, digits, '-', '_' and '.', at most 253 characters"
+        }]
+    })
+}
+
+/// Which keys a token Secret holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SecretKeys {
+    /// The kind's keys and the templated keys of secretTemplate.data.
+    #[default]
+    All,
+    /// Only the templated keys of secretTemplate.data.
+    TemplatedOnly,
+}
+
+impl SecretTemplate {
+    /// Which keys the Secret holds (default All).
+    pub fn keys(&self) -> SecretKeys {
+        self.keys.unwrap_or_default()
+    }
+
+    /// The templates of `data` (none when unset).
+    pub fn templates(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.data.iter().flatten()
+    }
+}
+
+/// Kinds of workload that rollout restarts reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    /// The resource's plural, in API group apps/v1.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Deployment => "deployments",
+            Self::StatefulSet => "statefulsets",
+            Self::DaemonSet => "daemonsets",
+        }
+    }
+
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+/// Workloads in the resource's namespace that are restarted (as kubectl rollout restart does)
+/// when the token in the Secret changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.name) ? !has(self.selector) : has(self.selector)",
+    "message": "set exactly one of name or selector"
+}]))]
+pub struct RolloutRestartTarget {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: WorkloadKind,
+    /// Name of the workload, in this resource's namespace. Exactly one of name and selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: Option<String>,
+    /// The workloads of this kind in this resource's namespace whose labels match. Exactly one
+    /// of name and selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Most rollout restart targets of a resource.
+pub const MAX_ROLLOUT_TARGETS: usize = 16;
+
+/// The last rollout restart the operator made for a resource's workloads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRolloutRestart {
+    /// When the workloads' pod template annotation workspaceaccess.io/restartedAt was set.
+    pub time: Timestamp,
+    /// The workloads restarted, as Kind/name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// What happened: the workloads restarted, or why one could not be (not found, no
+    /// permission).
+    pub message: String,
+}
+
+/// A label selector, as Kubernetes' LabelSelector: every matchLabels entry and every
+/// matchExpressions requirement must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    /// Labels that must be set, with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Requirements on the labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub match_expressions: Vec<LabelRequirement>,
+}
+
+/// One requirement of a label selector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelRequirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// In, NotIn, Exists or DoesNotExist.
+    pub operator: LabelOperator,
+    /// The values for In and NotIn (at least one); empty for Exists and DoesNotExist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub values: Vec<String>,
+}
+
+/// Operator of a label requirement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LabelOperator {
+    /// The label is set to one of the values.
+    In,
+    /// The label is not set, or set to none of the values.
+    NotIn,
+    /// The label is set.
+    Exists,
+    /// The label is not set.
+    DoesNotExist,
 }
 
 /// A condition in the Kubernetes convention.
@@ -372,4 +552,6 @@ pub trait TokenSecretSpec {
     fn secret_template(&self) -> Option<&SecretTemplate>;
     /// `spec.renewBefore`, if set.
     fn renew_before(&self) -> Option<&Duration>;
+    /// `spec.rolloutRestartTargets`.
+    fn rollout_restart_targets(&self) -> &[RolloutRestartTarget];
 }

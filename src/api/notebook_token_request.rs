@@ -116,9 +116,21 @@ pub struct NotebookTokenRequestSpec {
     /// lifetime, at least 1m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_before: Option<Duration>,
-    /// Type, labels and annotations merged onto the Secret.
+    /// Type, labels and annotations merged onto the Secret, and extra keys rendered from
+    /// templates (data, keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+    /// Workloads in this namespace (Deployments, StatefulSets, DaemonSets, by name or label
+    /// selector) restarted when the token in the Secret changes after the Secret first
+    /// existed (a renewal, a rotation, a new token after a spec change or a repaired
+    /// Secret), by setting their pod template annotation workspaceaccess.io/restartedAt as
+    /// kubectl rollout restart does. Never on the Secret's creation, an operator restart or
+    /// a resync that changes no token; tokens changing within a few seconds of each other
+    /// restart a shared workload once. A workload that is missing or can't be patched gives
+    /// a Warning event and status.lastRolloutRestart.message; the resource stays Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
 }
 
 fn default_api_version() -> String {
@@ -166,6 +178,10 @@ pub struct NotebookTokenRequestStatus {
     /// Token scope, e.g. aznb_identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The last rollout restart of spec.rolloutRestartTargets: when, which workloads, and
+    /// what happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollout_restart: Option<LastRolloutRestart>,
     /// Conditions, observed generation and sync times.
     #[serde(flatten)]
     pub common: CommonStatus,
@@ -198,5 +214,8 @@ impl TokenSecretSpec for NotebookTokenRequestSpec {
     }
     fn renew_before(&self) -> Option<&Duration> {
         self.renew_before.as_ref()
+    }
+    fn rollout_restart_targets(&self) -> &[RolloutRestartTarget] {
+        &self.rollout_restart_targets
     }
 }

@@ -47,9 +47,9 @@ pub struct Synced<S> {
     pub notices: Vec<Notice>,
 }
 
-/// A Normal event a sync reports besides `Synced`, and what to count with it. Both happen
-/// once the sync's status is recorded, and not at all when that write fails: the retried sync
-/// finds the same thing again and reports it then, so nothing is reported twice.
+/// An event a sync reports besides `Synced`, and what to count with it. Both happen once the
+/// sync's status is recorded, and not at all when that write fails: the retried sync finds the
+/// same thing again and reports it then, so nothing is reported twice.
 #[derive(Clone)]
 pub struct Notice {
     /// The event's reason, CamelCase (e.g. `AccessChanged`).
@@ -58,6 +58,9 @@ pub struct Notice {
     pub note: String,
     /// Counters to increase with it, if any.
     pub count: Option<CountFn>,
+    /// A Warning (something the user should look at, though the resource is Ready), else a
+    /// Normal event.
+    pub warning: bool,
 }
 
 /// Increases counters of [`Metrics`] (see [`Notice::count`]).
@@ -69,6 +72,7 @@ impl std::fmt::Debug for Notice {
             .field("reason", &self.reason)
             .field("note", &self.note)
             .field("count", &self.count.is_some())
+            .field("warning", &self.warning)
             .finish()
     }
 }
@@ -404,14 +408,12 @@ async fn report_success<K: Reconciler>(
         if let Some(count) = &notice.count {
             count(&ctx.metrics);
         }
-        publish(
-            ctx,
-            obj.as_ref(),
-            EventType::Normal,
-            notice.reason,
-            &notice.note,
-        )
-        .await;
+        let type_ = if notice.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, obj.as_ref(), type_, notice.reason, &notice.note).await;
     }
     debug!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
            wrote_status = wrote, next_sync = %synced.next_sync, "reconciled");

@@ -9,6 +9,7 @@
 
 pub mod clients;
 pub mod cluster_credential;
+pub mod consumers;
 pub mod credentials;
 pub mod driver;
 pub mod error;
@@ -27,6 +28,8 @@ use crate::api::{LivyToken, NotebookTokenRequest, WorkspaceView};
 use crate::controller::clients::ClientFactory;
 use crate::controller::clients::live::LiveClients;
 use crate::controller::cluster_credential::directory::CredentialDirectory;
+use crate::controller::consumers::drift::{SecretVersions, TokenMemory};
+use crate::controller::consumers::rollout::Rollouts;
 use crate::controller::credentials::{PodIdentityPolicy, SecretSource};
 use crate::metrics::Metrics;
 use crate::providers::endpoint::EndpointPolicy;
@@ -137,6 +140,9 @@ pub struct Settings {
     pub credential_cache_ttl: Duration,
     /// Which successful syncs publish a Normal event (failures always publish a Warning).
     pub sync_events: SyncEvents,
+    /// How long rollout restarts of a namespace wait for more token changes, so that a
+    /// workload shared by several resources is restarted once.
+    pub rollout_restart_window: Duration,
     /// The namespace whose Secrets ClusterCredentials name (the operator's own namespace).
     pub credential_namespace: String,
 }
@@ -168,6 +174,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(300),
             credential_cache_ttl: Duration::from_secs(10),
             sync_events: SyncEvents::All,
+            rollout_restart_window: consumers::rollout::DEFAULT_WINDOW,
             credential_namespace: DEFAULT_CREDENTIAL_NAMESPACE.into(),
         }
     }
@@ -231,6 +238,11 @@ impl SecretCache {
         store
             .get(&ObjectRef::new(name).within(namespace))
             .map(|m| m.metadata.clone())
+    }
+
+    /// Whether a watch keeps the cache (else every lookup misses).
+    pub fn is_watching(&self) -> bool {
+        self.0.is_some()
     }
 
     /// Number of cached Secrets.
@@ -339,6 +351,12 @@ pub struct Context {
     pub credentials: Arc<CredentialDirectory>,
     /// Failure counts for backoff.
     pub backoff: BackoffTracker,
+    /// The resourceVersions of owned Secrets the operator wrote or checked (drift repair).
+    pub secret_versions: Arc<SecretVersions>,
+    /// The last token obtained per resource (drift repair, failed writes).
+    pub tokens: TokenMemory,
+    /// Rollout restarts of the workloads that read tokens.
+    pub rollouts: Arc<Rollouts>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Who publishes events.
@@ -487,6 +505,12 @@ impl ContextBuilder {
                 Arc::new(live)
             }
         };
+        let rollouts = Arc::new(Rollouts::new(
+            self.client.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+            self.settings.rollout_restart_window,
+        ));
         Context {
             client: self.client,
             settings: self.settings,
@@ -495,6 +519,9 @@ impl ContextBuilder {
             secret_cache: SecretCache::default(),
             credentials,
             backoff: BackoffTracker::default(),
+            secret_versions: Arc::new(SecretVersions::default()),
+            tokens: TokenMemory::default(),
+            rollouts,
             clock: self.clock,
             reporter: self.reporter.unwrap_or_else(Reporter::from_environment),
         }

@@ -16,9 +16,8 @@ use crate::controller::clients::NotebookTokens;
 use crate::controller::driver::renew_request;
 use crate::controller::error::Error;
 use crate::controller::schedule::{self, RecordedToken, recorded_token};
-use crate::controller::secret::{
-    SecretContent, SecretState, apply_secret, check_ownership, secret_name,
-};
+use crate::controller::consumers::{self, TokenKind, TokenSecret};
+use crate::controller::secret::{SecretContent, SecretState, check_ownership, secret_name};
 use crate::controller::status::Checkpoint;
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};
 use crate::providers::azure_ml::NotebookAccessToken;
@@ -51,6 +50,33 @@ pub mod keys {
     pub const NOTEBOOK_RESOURCE_ID: &str = "notebookResourceId";
     /// Token scope.
     pub const SCOPE: &str = "scope";
+    /// Every key, in the order `kubectl explain` lists them.
+    pub const ALL: [&str; 8] = [
+        ACCESS_TOKEN,
+        REFRESH_TOKEN,
+        TOKEN_TYPE,
+        EXPIRES_AT,
+        HOST_NAME,
+        PUBLIC_DNS,
+        NOTEBOOK_RESOURCE_ID,
+        SCOPE,
+    ];
+}
+
+impl TokenKind for NotebookTokenRequest {
+    const SECRET_KEYS: &'static [&'static str] = &keys::ALL;
+    const TOKEN_KEYS: &'static [&'static str] = &[keys::ACCESS_TOKEN, keys::REFRESH_TOKEN];
+    fn secret_template(&self) -> Option<&crate::api::common::SecretTemplate> {
+        self.spec.secret_template.as_ref()
+    }
+    fn rollout_targets(&self) -> &[crate::api::common::RolloutRestartTarget] {
+        &self.spec.rollout_restart_targets
+    }
+    fn last_rollout_restart(
+        status: &mut NotebookTokenRequestStatus,
+    ) -> &mut Option<crate::api::common::LastRolloutRestart> {
+        &mut status.last_rollout_restart
+    }
 }
 
 /// A resource that passed validation: the client to mint its tokens with.
@@ -70,6 +96,8 @@ pub async fn validate(obj: &NotebookTokenRequest, ctx: &Context) -> Result<Check
     let renew_before = validate::positive("spec.renewBefore", spec.renew_before.as_ref())?;
     check_names(spec)?;
     validate::secret_name("spec.secretName", spec.secret_name.as_deref())?;
+    consumers::check_template(obj)?;
+    validate::rollout_targets(&spec.rollout_restart_targets)?;
     spec.credentials().map_err(Error::InvalidSpec)?;
     let tokens = ctx.clients.notebook_tokens(&ns, spec).await?;
     Ok(Checked {
@@ -206,6 +234,7 @@ fn status_for(
         public_dns: t.public_dns.clone(),
         token_type: t.token_type.clone(),
         scope: t.scope.clone(),
+        last_rollout_restart: current.and_then(|s| s.last_rollout_restart.clone()),
         common: current.map(|s| s.common.clone()).unwrap_or_default(),
     }
 }
@@ -216,13 +245,16 @@ fn valid_until(expires_at: Timestamp) -> String {
 
 /// The sync when the Secret already holds a valid token for this generation: no Azure call.
 /// The status is kept as it is; if it doesn't describe that token (the status was lost, e.g.
-/// the resource was restored from a backup without status), it is rebuilt from the Secret's
-/// non-secret keys. `None` if the Secret vanished meanwhile (then a token is minted).
+/// the resource was restored from a backup without status, or the token was written from the
+/// operator's memory after its first write failed), it is rebuilt from the token's non-secret
+/// keys: those `restored` (the keys this sync wrote), else the Secret's. `None` if the Secret
+/// vanished meanwhile (then a token is minted).
 async fn from_recorded(
     obj: &NotebookTokenRequest,
     ctx: &Context,
     name: &str,
     recorded: RecordedToken,
+    restored: Option<BTreeMap<String, SecretString>>,
 ) -> Result<Option<Synced<NotebookTokenRequestStatus>>, Error> {
     let current = obj.status.clone().unwrap_or_default();
     let describes_it = current.expires_at == Some(recorded.expires_at)
@@ -230,20 +262,28 @@ async fn from_recorded(
     let mut status = if describes_it {
         current
     } else {
-        let ns = obj.namespace().unwrap_or_default();
-        let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(name)
-            .await?
-        else {
-            return Ok(None);
+        let data: BTreeMap<String, Vec<u8>> = match restored {
+            Some(d) => d
+                .into_iter()
+                .map(|(k, v)| (k, v.expose().as_bytes().to_vec()))
+                .collect(),
+            None => {
+                let ns = obj.namespace().unwrap_or_default();
+                let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(name)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect()
+            }
         };
-        let text = |key: &str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        };
+        let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.clone()).ok());
         NotebookTokenRequestStatus {
             expires_at: Some(recorded.expires_at),
             renew_at: None,
@@ -253,6 +293,7 @@ async fn from_recorded(
             public_dns: text(keys::PUBLIC_DNS),
             token_type: text(keys::TOKEN_TYPE),
             scope: text(keys::SCOPE),
+            last_rollout_restart: current.last_rollout_restart,
             common: current.common,
         }
     };
@@ -268,6 +309,54 @@ async fn from_recorded(
     }))
 }
 
+/// The sync once the Secret is as the operator wrote it: keep the token it holds for this
+/// generation until its renewal time (no Azure call; a renew request mints a new one), else
+/// mint one and write it.
+async fn sync_token(
+    obj: &NotebookTokenRequest,
+    ctx: &Context,
+    checked: &Checked,
+    secret: &TokenSecret<NotebookTokenRequest>,
+    state: SecretState,
+    now: Timestamp,
+) -> Result<Synced<NotebookTokenRequestStatus>, Error> {
+    let name = secret.name();
+    // A renew request (workspaceaccess.io/renew-requested-at) mints a new token now.
+    if let SecretState::Owned(meta) = &state
+        && renew_request(obj).is_none()
+        && let Some(recorded) = recorded_token(meta, obj.meta().generation, now)
+        && let Some(synced) = from_recorded(obj, ctx, name, recorded, secret.restored()).await?
+    {
+        return Ok(synced);
+    }
+
+    let token = checked.tokens.notebook_access_token().await?;
+    let minted = schedule_token(obj, checked, token, now);
+    let content = SecretContent {
+        data: secret_data(&minted),
+        expires_at: minted.expires_at,
+        renew_at: minted.renew_at,
+    };
+    secret.write(&state, content).await?;
+    let expires = rfc3339(minted.expires_at);
+    info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+          workspace = %obj.spec.workspace_name, secret = %name, expires_at = %expires,
+          renew_at = %rfc3339(minted.renew_at), request_id = ?minted.token.request_id,
+          "notebook access token written");
+    Ok(Synced {
+        status: status_for(obj.status.as_ref(), name, &minted),
+        message: valid_until(minted.expires_at),
+        next_sync: minted.renew_at,
+        last_sync: Some(now),
+        event: Some(format!(
+            "Wrote a notebook access token for workspace {} to Secret {name}, valid until \
+             {expires}",
+            obj.spec.workspace_name
+        )),
+        notices: Vec::new(),
+    })
+}
+
 #[async_trait]
 impl Reconciler for NotebookTokenRequest {
     async fn sync(
@@ -278,48 +367,11 @@ impl Reconciler for NotebookTokenRequest {
         let now = ctx.now();
         let checked = validate(&obj, &ctx).await?;
         let name = secret_name(obj.as_ref(), obj.spec.secret_name());
-        let state = check_ownership(&ctx, obj.as_ref(), &name).await?;
-        // A renew request (workspaceaccess.io/renew-requested-at) mints a new token now.
-        if let SecretState::Owned(meta) = &state
-            && renew_request(obj.as_ref()).is_none()
-            && let Some(recorded) = recorded_token(meta, obj.meta().generation, now)
-            && let Some(synced) = from_recorded(&obj, &ctx, &name, recorded).await?
-        {
-            return Ok(synced);
-        }
-
-        let token = checked.tokens.notebook_access_token().await?;
-        let minted = schedule_token(&obj, &checked, token, now);
-        let content = SecretContent {
-            data: secret_data(&minted),
-            expires_at: minted.expires_at,
-            renew_at: minted.renew_at,
-        };
-        apply_secret(
-            &ctx,
-            obj.as_ref(),
-            &name,
-            &content,
-            obj.spec.secret_template(),
-        )
-        .await?;
-        let expires = rfc3339(minted.expires_at);
-        info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
-              workspace = %obj.spec.workspace_name, secret = %name, expires_at = %expires,
-              renew_at = %rfc3339(minted.renew_at), request_id = ?minted.token.request_id,
-              "notebook access token written");
-        Ok(Synced {
-            status: status_for(obj.status.as_ref(), &name, &minted),
-            message: valid_until(minted.expires_at),
-            next_sync: minted.renew_at,
-            last_sync: Some(now),
-            event: Some(format!(
-                "Wrote a notebook access token for workspace {} to Secret {name}, valid until \
-                 {expires}",
-                obj.spec.workspace_name
-            )),
-            notices: Vec::new(),
-        })
+        let secret = TokenSecret::new(ctx.clone(), obj.clone(), name);
+        let state = check_ownership(&ctx, obj.as_ref(), secret.name()).await?;
+        let state = secret.prepare(state, now).await?;
+        let synced = sync_token(&obj, &ctx, &checked, &secret, state, now).await?;
+        secret.settle(synced).await
     }
 
     async fn preview(
@@ -334,11 +386,12 @@ impl Reconciler for NotebookTokenRequest {
         let mut status = status_for(None, &name, &minted);
         status.common.last_sync_time = Some(now);
         status.common.next_sync_time = Some(minted.renew_at);
+        let data = consumers::secret_data(obj.as_ref(), &secret_data(&minted))?;
         Ok(Preview {
             status,
             message: valid_until(minted.expires_at),
             secret_name: Some(name),
-            secret_keys: secret_data(&minted).into_keys().collect(),
+            secret_keys: data.into_keys().collect(),
         })
     }
 }

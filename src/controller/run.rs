@@ -10,7 +10,9 @@ use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, RENEW_REQUESTED_AT_ANNOTATI
 use crate::api::{ClusterCredential, LivyToken, NotebookTokenRequest, WorkspaceView};
 use crate::controller::cluster_credential::watch::{self as credential_watch, Users};
 use crate::controller::driver::{Reconciler, error_policy, reconcile};
-use crate::controller::{Context, ManagedKind, SecretCache};
+use crate::controller::consumers::drift::SecretVersions;
+use crate::controller::consumers::rollout::{Owner, Rollouts};
+use crate::controller::{Context, ManagedKind, SecretCache, object_key};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
 use futures::channel::mpsc;
@@ -110,30 +112,63 @@ struct OwnerTriggers {
 }
 
 impl OwnerTriggers {
-    fn secret_deleted(&self, secret: &PartialObjectMeta<Secret>) {
+    /// Reconciles the resource `kind`/`namespace`/`name`.
+    fn reconcile(&self, kind: &str, namespace: &str, name: &str) {
+        let _ = match kind {
+            "NotebookTokenRequest" => self
+                .ntr
+                .unbounded_send(ObjectRef::new(name).within(namespace))
+                .map_err(drop),
+            "LivyToken" => self
+                .livy
+                .unbounded_send(ObjectRef::new(name).within(namespace))
+                .map_err(drop),
+            "WorkspaceView" => self
+                .wsv
+                .unbounded_send(ObjectRef::new(name).within(namespace))
+                .map_err(drop),
+            _ => Ok(()),
+        };
+    }
+
+    /// Reconciles the owner of an owned Secret that was deleted or changed (`what`).
+    fn secret_changed(&self, secret: &PartialObjectMeta<Secret>, what: &str) {
         let ns = secret.namespace().unwrap_or_default();
         let api_version = format!("{GROUP}/{VERSION}");
         for owner in secret.owner_references() {
             if owner.controller != Some(true) || owner.api_version != api_version {
                 continue;
             }
-            debug!(namespace = %ns, owner = %owner.name, kind = %owner.kind, "owned Secret deleted");
-            let _ = match owner.kind.as_str() {
-                "NotebookTokenRequest" => self
-                    .ntr
-                    .unbounded_send(ObjectRef::new(&owner.name).within(&ns))
-                    .map_err(drop),
-                "LivyToken" => self
-                    .livy
-                    .unbounded_send(ObjectRef::new(&owner.name).within(&ns))
-                    .map_err(drop),
-                "WorkspaceView" => self
-                    .wsv
-                    .unbounded_send(ObjectRef::new(&owner.name).within(&ns))
-                    .map_err(drop),
-                _ => Ok(()),
-            };
+            debug!(namespace = %ns, owner = %owner.name, kind = %owner.kind, "owned Secret {what}");
+            self.reconcile(&owner.kind, &ns, &owner.name);
         }
+    }
+}
+
+/// What the watch of owned Secrets does with one event: a Secret deleted, or changed by
+/// someone else (a `resourceVersion` the operator didn't write or check), reconciles its
+/// owner, which repairs it (see [`crate::controller::consumers`]); versions seen when the
+/// watch (re)lists are taken as they are.
+fn on_secret_event(
+    versions: &SecretVersions,
+    triggers: &OwnerTriggers,
+    event: &watcher::Event<PartialObjectMeta<Secret>>,
+) {
+    let version = |m: &PartialObjectMeta<Secret>| m.metadata.resource_version.clone().unwrap_or_default();
+    match event {
+        watcher::Event::Delete(m) => {
+            versions.forget(&m.namespace().unwrap_or_default(), &m.name_any());
+            triggers.secret_changed(m, "deleted");
+        }
+        watcher::Event::InitApply(m) => {
+            versions.listed(&m.namespace().unwrap_or_default(), &m.name_any(), &version(m));
+        }
+        watcher::Event::Apply(m) => {
+            if !versions.is_known(&m.namespace().unwrap_or_default(), &m.name_any(), &version(m)) {
+                triggers.secret_changed(m, "changed by someone else");
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitDone => {}
     }
 }
 
@@ -152,14 +187,27 @@ pub async fn run_controllers(
     let (ntr_tx, ntr_rx) = mpsc::unbounded();
     let (livy_tx, livy_rx) = mpsc::unbounded();
     let (wsv_tx, wsv_rx) = mpsc::unbounded();
-    let triggers = OwnerTriggers {
+    let triggers = Arc::new(OwnerTriggers {
         ntr: ntr_tx,
         livy: livy_tx,
         wsv: wsv_tx,
+    });
+    // A finished batch of rollout restarts reconciles its resources, which record it.
+    let (restarted_tx, restarted_rx) = mpsc::unbounded::<Owner>();
+    ctx.rollouts.on_done(restarted_tx);
+    let _rollouts = StopRolloutsOnDrop(ctx.rollouts.clone());
+    let restarted = {
+        let triggers = triggers.clone();
+        restarted_rx.for_each(move |o| {
+            triggers.reconcile(o.kind, &o.namespace, &o.name);
+            futures::future::ready(())
+        })
     };
+    let _restarted = AbortOnDrop(tokio::spawn(restarted));
     // A relist (the watch restarted after its history was lost) reports no deletions: the
     // Secrets known before it and missing after it were deleted meanwhile.
     let known = secret_store.clone();
+    let versions = ctx.secret_versions.clone();
     let mut before_relist: Option<Vec<Arc<PartialObjectMeta<Secret>>>> = None;
     let secret_watch = watcher(
         options.api::<PartialObjectMeta<Secret>>(&client),
@@ -171,19 +219,22 @@ pub async fn run_controllers(
     .modify(|m| m.metadata.managed_fields = None)
     .reflect(secret_writer)
     .for_each(move |event| {
+        match &event {
+            Ok(e) => on_secret_event(&versions, &triggers, e),
+            Err(e) => warn!(error = %e, "watch of owned Secrets failed; retrying"),
+        }
         match event {
-            Ok(watcher::Event::Delete(m)) => triggers.secret_deleted(&m),
             // The store still holds what was known before the relist until InitDone.
             Ok(watcher::Event::Init) => before_relist = Some(known.state()),
             Ok(watcher::Event::InitDone) => {
                 for m in before_relist.take().unwrap_or_default() {
                     if known.get(&ObjectRef::from_obj(m.as_ref())).is_none() {
-                        triggers.secret_deleted(&m);
+                        versions.forget(&m.namespace().unwrap_or_default(), &m.name_any());
+                        triggers.secret_changed(&m, "deleted");
                     }
                 }
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "watch of owned Secrets failed; retrying"),
+            _ => {}
         }
         futures::future::ready(())
     });
@@ -298,6 +349,16 @@ pub fn renew_request_changed<K: kube::Resource>(o: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Stops the rollout restarts under way when dropped (the controllers stopped, or this
+/// replica stopped leading): the Secrets' marks stay for the next leader.
+struct StopRolloutsOnDrop(Arc<Rollouts>);
+
+impl Drop for StopRolloutsOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// Aborts a spawned task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -321,7 +382,7 @@ fn controller_for<K: Reconciler + CredentialUser>(
     let api = options.api::<K>(&ctx.client);
     let (reader, writer) = store;
     let cached = reader.clone();
-    let (metrics, known) = (ctx.metrics.clone(), reader.clone());
+    let (metrics, known, tokens_ctx) = (ctx.metrics.clone(), reader.clone(), ctx.clone());
     let objects = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(trim_for_cache)
@@ -333,7 +394,8 @@ fn controller_for<K: Reconciler + CredentialUser>(
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Delete(o)) => {
-                metrics.forget_resource(K::KIND, &o.namespace().unwrap_or_default(), &o.name_any())
+                metrics.forget_resource(K::KIND, &o.namespace().unwrap_or_default(), &o.name_any());
+                tokens_ctx.tokens.forget(&object_key(o));
             }
             // After a relist the store holds what exists: resources deleted while the watch
             // was down lose their gauges.

@@ -27,6 +27,17 @@ pub struct SecretContent {
     pub renew_at: Timestamp,
 }
 
+/// The operator's own marks on a Secret it writes, besides the token's times: the
+/// fingerprint of its data (drift repair, rollout restarts) and a rollout restart still to be
+/// made (see [`crate::controller::consumers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The `data-digest` annotation.
+    pub fingerprint: Option<String>,
+    /// The `restart-pending` annotation.
+    pub restart_pending: Option<String>,
+}
+
 /// State of the Secret a resource writes to.
 #[derive(Clone, Debug)]
 pub enum SecretState {
@@ -34,6 +45,19 @@ pub enum SecretState {
     Absent,
     /// The resource owns it; its metadata.
     Owned(Box<ObjectMeta>),
+    /// The resource owns it, but someone else changed the token in it and the operator can't
+    /// put it back: a new token is due. Its metadata.
+    Lost(Box<ObjectMeta>),
+}
+
+impl SecretState {
+    /// The Secret's metadata, if it exists.
+    pub fn meta(&self) -> Option<&ObjectMeta> {
+        match self {
+            Self::Absent => None,
+            Self::Owned(m) | Self::Lost(m) => Some(m),
+        }
+    }
 }
 
 /// The Secret name of a resource: `spec.secretName`, default the resource's name.
@@ -119,12 +143,14 @@ pub fn owner_reference<K: ManagedKind>(owner: &K) -> OwnerReference {
     }
 }
 
-/// Builds the Secret to apply (pure, for tests and preview).
+/// Builds the Secret to apply (pure, for tests and preview): `content.data` is what the Secret
+/// holds (the kind's keys and the templated ones).
 pub fn build_secret<K: ManagedKind>(
     owner: &K,
     name: &str,
     content: &SecretContent,
     template: Option<&SecretTemplate>,
+    marks: &Marks,
 ) -> Secret {
     let mut labels = template.and_then(|t| t.labels.clone()).unwrap_or_default();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
@@ -138,6 +164,12 @@ pub fn build_secret<K: ManagedKind>(
     annotations.insert(RENEW_AT_ANNOTATION.into(), rfc3339(content.renew_at));
     if let Some(g) = owner.meta().generation {
         annotations.insert(GENERATION_ANNOTATION.into(), g.to_string());
+    }
+    if let Some(f) = &marks.fingerprint {
+        annotations.insert(DATA_DIGEST_ANNOTATION.into(), f.clone());
+    }
+    if let Some(p) = &marks.restart_pending {
+        annotations.insert(RESTART_PENDING_ANNOTATION.into(), p.clone());
     }
     Secret {
         metadata: ObjectMeta {
@@ -164,29 +196,31 @@ pub fn build_secret<K: ManagedKind>(
     }
 }
 
-/// Applies the Secret with server-side apply. The caller has checked ownership with
-/// [`check_ownership`]. Refuses empty content, so a bug upstream can't blank a working Secret.
+/// Applies the Secret with server-side apply and returns its metadata as written. The caller
+/// has checked ownership with [`check_ownership`]. Refuses empty content, so a bug upstream
+/// can't blank a working Secret.
 pub async fn apply_secret<K: ManagedKind>(
     ctx: &Context,
     owner: &K,
     name: &str,
     content: &SecretContent,
     template: Option<&SecretTemplate>,
-) -> Result<(), Error> {
+    marks: &Marks,
+) -> Result<ObjectMeta, Error> {
     if content.data.is_empty() || content.data.values().all(SecretString::is_empty) {
         return Err(Error::InvalidSpec(
             "internal: refusing to write a Secret without a token".into(),
         ));
     }
     valid_name(name)?;
-    let secret = build_secret(owner, name, content, template);
+    let secret = build_secret(owner, name, content, template, marks);
     let ns = owner.namespace().unwrap_or_default();
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(&secret);
-    crate::controller::retry_on_conflict(|| api.patch(name, &params, &patch)).await?;
+    let written = crate::controller::retry_on_conflict(|| api.patch(name, &params, &patch)).await?;
     ctx.metrics.write(K::KIND, "secret");
-    Ok(())
+    Ok(written.metadata)
 }
 
 #[cfg(test)]
@@ -217,6 +251,7 @@ mod tests {
                 refresh_interval: None,
                 renew_before: None,
                 secret_template: None,
+                rollout_restart_targets: Vec::new(),
             },
         );
         o.metadata.namespace = Some("team-b".into());
@@ -252,8 +287,9 @@ mod tests {
                 ]
                 .into(),
             ),
+            ..Default::default()
         };
-        let s = build_secret(&o, "spark-token", &content(), Some(&template));
+        let s = build_secret(&o, "spark-token", &content(), Some(&template), &Marks::default());
         let m = &s.metadata;
         assert_eq!(m.name.as_deref(), Some("spark-token"));
         assert_eq!(m.namespace.as_deref(), Some("team-b"));
@@ -283,7 +319,7 @@ mod tests {
     #[test]
     fn default_type_is_opaque_and_name_defaults_to_resource() {
         let o = owner();
-        let s = build_secret(&o, "x", &content(), None);
+        let s = build_secret(&o, "x", &content(), None, &Marks::default());
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
         assert_eq!(secret_name(&o, None), "spark");
         assert_eq!(secret_name(&o, Some("")), "spark");

@@ -3,7 +3,7 @@
 //! API server, e.g. `preview`). Pure functions; endpoints and credentials are the client
 //! factory's (`clients/live.rs`).
 
-use crate::api::common::{AccessKeyRef, SecretKeyRef};
+use crate::api::common::{AccessKeyRef, MAX_ROLLOUT_TARGETS, RolloutRestartTarget, SecretKeyRef};
 use crate::api::duration::Duration;
 use crate::api::names;
 use crate::controller::error::Error;
@@ -87,3 +87,38 @@ pub fn positive(field: &str, d: Option<&Duration>) -> Result<Option<std::time::D
         Ok(v) => Ok(Some(v)),
     }
 }
+/// `spec.rolloutRestartTargets`: at most [`MAX_ROLLOUT_TARGETS`], each with exactly one of name
+/// (a workload name) and a well-formed selector. They name workloads of the resource's own
+/// namespace only: the spec has no field for another.
+pub fn rollout_targets(targets: &[RolloutRestartTarget]) -> Result<(), Error> {
+    if targets.len() > MAX_ROLLOUT_TARGETS {
+        return Err(Error::InvalidSpec(format!(
+            "spec.rolloutRestartTargets has {} entries, at most {MAX_ROLLOUT_TARGETS} are allowed",
+            targets.len()
+        )));
+    }
+    for (i, t) in targets.iter().enumerate() {
+        let field = format!("spec.rolloutRestartTargets[{i}]");
+        match (&t.name, &t.selector) {
+            (Some(n), None) => name(
+                &format!("{field}.name"),
+                n,
+                names::is_dns_subdomain,
+                "a workload name (lower-case letters, digits, '-' and '.', at most 253 \
+                 characters; in this resource's namespace)",
+            )?,
+            (None, Some(s)) => {
+                if let Some(p) = s.problem() {
+                    return Err(Error::InvalidSpec(format!("{field}.selector: {p}")));
+                }
+            }
+            _ => {
+                return Err(Error::InvalidSpec(format!(
+                    "{field}: set exactly one of name or selector"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+

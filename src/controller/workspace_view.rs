@@ -113,6 +113,7 @@ fn access_changed(obj: &WorkspaceView, provider: &str, changes: &[AccessChange])
         count: Some(Arc::new(move |metrics| {
             metrics.inventory_changes(&namespace, &name, &counts)
         })),
+        warning: false,
     }
 }
 

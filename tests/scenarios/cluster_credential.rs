@@ -311,8 +311,11 @@ async fn a_rotated_client_secret_is_used_from_the_next_entra_call() {
         running.entra.cached_len() == 0
     })
     .await;
-    // The next mint (here: the token Secret deleted) calls Entra with the new secret.
-    s.delete_object::<Secret>("team-a", "ml-token");
+    // The next mint (here: a renew request) calls Entra with the new secret.
+    s.modify::<NotebookTokenRequest>("team-a", "ml", |o| {
+        o["metadata"]["annotations"] =
+            json!({"workspaceaccess.io/renew-requested-at": "2026-12-05T10:00:00Z"});
+    });
     eventually("a new token from the new secret", || {
         s.get::<Secret>("team-a", "ml-token")
             .and_then(|t| secret_value(&t, "accessToken"))

@@ -16,7 +16,7 @@ use workspace_access_operator::api::{
 use workspace_access_operator::controller::driver::reconcile;
 use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
 use workspace_access_operator::controller::secret::{
-    SecretContent, SecretState, apply_secret, check_ownership,
+    Marks, SecretContent, SecretState, apply_secret, check_ownership,
 };
 use workspace_access_operator::controller::{Context, Settings};
 use workspace_access_operator::redact::SecretString;
@@ -49,6 +49,7 @@ fn livy(ns: &str, name: &str) -> LivyToken {
             refresh_interval: None,
             renew_before: None,
             secret_template: None,
+            rollout_restart_targets: Vec::new(),
         },
     );
     o.metadata.namespace = Some(ns.into());
@@ -110,8 +111,9 @@ async fn secret_writer_creates_an_owned_labelled_secret_by_server_side_apply() {
         type_: None,
         labels: Some([("team".to_string(), "b".to_string())].into()),
         annotations: None,
+        ..Default::default()
     };
-    apply_secret(&ctx, &owner, "spark", &content("t0k-1"), Some(&template))
+    apply_secret(&ctx, &owner, "spark", &content("t0k-1"), Some(&template), &Marks::default())
         .await
         .unwrap();
 
@@ -182,7 +184,7 @@ async fn a_foreign_secret_is_a_conflict_and_is_never_touched() {
 
     // A Secret owned by another resource of ours is a conflict too.
     let other = s.insert(&livy("team-a", "other"));
-    apply_secret(&ctx, &other, "shared", &content("x"), None)
+    apply_secret(&ctx, &other, "shared", &content("x"), None, &Marks::default())
         .await
         .unwrap();
     let mine = s.insert(&livy("team-a", "mine"));
@@ -276,7 +278,7 @@ async fn a_failed_refresh_keeps_the_old_secret() {
     let owner = s.insert(&owner);
     let (ctx, _) = context(&s, Settings::default());
     // A previous sync wrote the Secret.
-    apply_secret(&ctx, &owner, "spark", &content("still-valid"), None)
+    apply_secret(&ctx, &owner, "spark", &content("still-valid"), None, &Marks::default())
         .await
         .unwrap();
     s.clear_requests();
@@ -543,7 +545,7 @@ async fn deleting_an_owned_secret_retriggers_its_owner() {
 
     // An owned Secret appears (as a sync would write it) and is then deleted by a user.
     let (ctx, _) = context(&s, Settings::default());
-    apply_secret(&ctx, &owner, "spark", &content("x"), None)
+    apply_secret(&ctx, &owner, "spark", &content("x"), None, &Marks::default())
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -584,7 +586,7 @@ async fn conflicts_on_secret_and_status_writes_are_retried() {
             .path_contains("/secrets/")
             .times(2),
     );
-    apply_secret(&ctx, &owner, "spark", &content("t"), None)
+    apply_secret(&ctx, &owner, "spark", &content("t"), None, &Marks::default())
         .await
         .expect("two conflicts, then success");
     assert_eq!(
@@ -599,7 +601,7 @@ async fn conflicts_on_secret_and_status_writes_are_retried() {
             .path_contains("/secrets/")
             .times(10),
     );
-    let err = apply_secret(&ctx, &owner, "spark", &content("u"), None)
+    let err = apply_secret(&ctx, &owner, "spark", &content("u"), None, &Marks::default())
         .await
         .unwrap_err();
     assert_eq!(err.reason().as_str(), "KubernetesError");

@@ -398,7 +398,7 @@ async fn after_a_restart_a_valid_secret_is_used_without_calling_azure() {
 }
 
 #[tokio::test]
-async fn a_spec_change_or_a_deleted_secret_gets_a_new_token_at_once() {
+async fn a_spec_change_gets_a_new_token_and_a_deleted_secret_its_token_back_at_once() {
     let azure = MockServer::start_async().await;
     entra_ok(&azure).await;
     let arm = arm_ok(&azure, "notebook-token-1").await;
@@ -423,9 +423,23 @@ async fn a_spec_change_or_a_deleted_secret_gets_a_new_token_at_once() {
     );
     assert_eq!(e.status("ml")["observedGeneration"], 2);
 
-    // A user deletes the Secret: the next sync writes a new one.
+    // A user deletes the Secret: the next sync writes it again with the token the operator
+    // holds (still valid), without asking Azure.
+    let expires = annotation(&secret, EXPIRES_AT_ANNOTATION);
     e.s.delete_object::<Secret>(NS, "ml-token");
     e.sync("ml").await;
+    arm.assert_calls_async(2).await;
+    let back = e.token_secret("ml");
+    assert_eq!(
+        secret_value(&back, "accessToken").as_deref(),
+        Some("notebook-token-1")
+    );
+    assert_eq!(annotation(&back, EXPIRES_AT_ANNOTATION), expires, "the same token");
+
+    // An operator that doesn't hold the token (it restarted) gets a new one.
+    let (fresh, _) = context_clocked_with(&e.s, settings(), e.clock.clone());
+    e.s.delete_object::<Secret>(NS, "ml-token");
+    reconcile(Arc::new(e.obj("ml")), fresh).await.unwrap();
     arm.assert_calls_async(3).await;
     assert_eq!(
         secret_value(&e.token_secret("ml"), "accessToken").as_deref(),
@@ -600,7 +614,7 @@ async fn resources_sharing_a_credential_share_one_entra_token() {
 }
 
 #[tokio::test]
-async fn controllers_write_the_secret_once_and_again_when_it_is_deleted() {
+async fn controllers_write_the_secret_once_and_again_when_it_is_deleted_with_the_same_token() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use workspace_access_operator::controller::SystemClock;
     use workspace_access_operator::controller::run::{ControllerOptions, run_controllers};
@@ -638,14 +652,19 @@ async fn controllers_write_the_secret_once_and_again_when_it_is_deleted() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     arm.assert_calls_async(1).await;
 
+    let expires = annotation(&s.get::<Secret>(NS, "ml-token").unwrap(), EXPIRES_AT_ANNOTATION);
     s.delete_object::<Secret>(NS, "ml-token");
     eventually("Secret written again", || {
         s.get::<Secret>(NS, "ml-token").is_some()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    arm.assert_calls_async(2).await;
+    // The operator still holds the token: it is written back without asking Azure.
+    arm.assert_calls_async(1).await;
     entra.assert_calls_async(1).await;
+    let back = s.get::<Secret>(NS, "ml-token").unwrap();
+    assert_eq!(annotation(&back, EXPIRES_AT_ANNOTATION), expires);
+    assert_eq!(secret_value(&back, "accessToken").as_deref(), Some("notebook-token-1"));
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -50,9 +50,8 @@ use crate::controller::clients::{LivyLocation, LivyTokens};
 use crate::controller::driver::renew_request;
 use crate::controller::error::Error;
 use crate::controller::schedule::{self, RecordedToken};
-use crate::controller::secret::{
-    SecretContent, SecretState, apply_secret, check_ownership, secret_name,
-};
+use crate::controller::consumers::{self, TokenKind, TokenSecret};
+use crate::controller::secret::{SecretContent, SecretState, check_ownership, secret_name};
 use crate::controller::status::Checkpoint;
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};
 use crate::providers::emr_spark::{self, AutoExpire, LivyCompute, LivyTokenInfo, TokenRequest};
@@ -78,6 +77,22 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(600);
 pub const MAX_NAME_BASE: usize = 40;
 /// Keys of the Secret.
 pub const SECRET_KEYS: [&str; 3] = ["token", "tokenId", "expiresAt"];
+
+impl TokenKind for LivyToken {
+    const SECRET_KEYS: &'static [&'static str] = &SECRET_KEYS;
+    const TOKEN_KEYS: &'static [&'static str] = &["token"];
+    fn secret_template(&self) -> Option<&crate::api::common::SecretTemplate> {
+        self.spec.secret_template.as_ref()
+    }
+    fn rollout_targets(&self) -> &[crate::api::common::RolloutRestartTarget] {
+        &self.spec.rollout_restart_targets
+    }
+    fn last_rollout_restart(
+        status: &mut LivyTokenStatus,
+    ) -> &mut Option<crate::api::common::LastRolloutRestart> {
+        &mut status.last_rollout_restart
+    }
+}
 
 /// Default EMR Serverless Spark endpoint of a region.
 pub fn default_endpoint(region_id: &str) -> String {
@@ -129,6 +144,8 @@ pub async fn validate(obj: &LivyToken, ctx: &Context) -> Result<Checked, Error> 
         None => None,
     }
     .unwrap_or(DEFAULT_GRACE_PERIOD);
+    consumers::check_template(obj)?;
+    validate::rollout_targets(&spec.rollout_restart_targets)?;
     spec.credentials().map_err(Error::InvalidSpec)?;
     let tokens = ctx.clients.livy_tokens(&ns, spec).await?;
     Ok(Checked {
@@ -198,7 +215,7 @@ fn check_names(spec: &crate::api::LivyTokenSpec) -> Result<(), Error> {
 fn recorded(state: &SecretState, generation: Option<i64>) -> Option<RecordedToken> {
     match state {
         SecretState::Owned(m) => schedule::recorded(m, generation),
-        SecretState::Absent => None,
+        SecretState::Absent | SecretState::Lost(_) => None,
     }
 }
 
@@ -336,16 +353,19 @@ impl Reconciler for LivyToken {
         checkpoint: &mut Checkpoint<Self>,
     ) -> Result<Synced<LivyTokenStatus>, Error> {
         let checked = validate(&obj, &ctx).await?;
-        let state = check_ownership(&ctx, obj.as_ref(), &checked.secret_name).await?;
+        let secret = TokenSecret::new(ctx.clone(), obj.clone(), checked.secret_name.clone());
+        let state = check_ownership(&ctx, obj.as_ref(), secret.name()).await?;
         let now = ctx.now();
-        match checked.mode.clone() {
+        let state = secret.prepare(state, now).await?;
+        let synced = match checked.mode.clone() {
             LivyTokenMode::Reference { token_id } => {
-                sync_reference(&obj, &ctx, &checked, &state, &token_id, now).await
+                sync_reference(&obj, &checked, &secret, &state, &token_id, now).await?
             }
             LivyTokenMode::Managed(m) => {
-                sync_managed(&obj, &ctx, &checked, &state, &m, now, checkpoint).await
+                sync_managed(&obj, &checked, &secret, &state, &m, now, checkpoint).await?
             }
-        }
+        };
+        secret.settle(synced).await
     }
 
     async fn preview(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Preview<LivyTokenStatus>, Error> {
@@ -403,8 +423,11 @@ impl Reconciler for LivyToken {
         Ok(Preview {
             status,
             message,
+            secret_keys: consumers::secret_keys(
+                obj.as_ref(),
+                SECRET_KEYS.iter().map(|k| k.to_string()).collect(),
+            ),
             secret_name: Some(checked.secret_name),
-            secret_keys: SECRET_KEYS.iter().map(|k| k.to_string()).collect(),
         })
     }
 
@@ -427,8 +450,8 @@ fn managed_prefix(obj: &LivyToken, m: &ManagedLivyToken) -> String {
 
 async fn sync_reference(
     obj: &LivyToken,
-    ctx: &Context,
     checked: &Checked,
+    secret: &TokenSecret<LivyToken>,
     state: &SecretState,
     token_id: &str,
     now: Timestamp,
@@ -493,14 +516,7 @@ async fn sync_reference(
     };
     let content = secret_content(&info, expires_at, renew_at)?;
     // Server-side apply of unchanged content changes nothing at the API server.
-    apply_secret(
-        ctx,
-        obj,
-        &checked.secret_name,
-        &content,
-        obj.spec.secret_template.as_ref(),
-    )
-    .await?;
+    secret.write(state, content).await?;
     let changed =
         current.token_id.as_deref() != Some(token_id) || current.expires_at != info.expire_time;
     apply_info(&mut status, &info);
@@ -559,8 +575,8 @@ async fn sync_reference(
 
 async fn sync_managed(
     obj: &LivyToken,
-    ctx: &Context,
     checked: &Checked,
+    secret: &TokenSecret<LivyToken>,
     state: &SecretState,
     m: &ManagedLivyToken,
     now: Timestamp,
@@ -616,14 +632,7 @@ async fn sync_managed(
                         let renew_at = renewal(obj, checked, &info, expires, now);
                         if plan::still_serves(&info, &prefix, m, renew_at, now) {
                             let content = secret_content(&info, expires, renew_at)?;
-                            apply_secret(
-                                ctx,
-                                obj,
-                                &checked.secret_name,
-                                &content,
-                                obj.spec.secret_template.as_ref(),
-                            )
-                            .await?;
+                            secret.write(state, content).await?;
                             apply_info(&mut status, &info);
                             status.renew_at = Some(nearest_second(renew_at));
                             if let Some(c) =
@@ -721,14 +730,7 @@ async fn sync_managed(
     });
     let renew_at = renewal(obj, checked, &info, expires, now);
     let content = secret_content(&info, expires, renew_at)?;
-    apply_secret(
-        ctx,
-        obj,
-        &checked.secret_name,
-        &content,
-        obj.spec.secret_template.as_ref(),
-    )
-    .await?;
+    secret.write(state, content).await?;
 
     // The Secret holds the new token: it becomes current, the one it replaced retires.
     let mut note = format!(

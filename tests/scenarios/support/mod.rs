@@ -50,6 +50,19 @@ pub fn context_clocked(
     builder(server, settings).clock(clock).build()
 }
 
+/// A shared context on the fake server with the given (manual) clock: a second operator
+/// process, e.g. one that restarted, next to an existing context.
+pub fn context_clocked_with(
+    server: &FakeApiServer,
+    settings: Settings,
+    clock: Arc<ManualClock>,
+) -> (Arc<Context>, Arc<ManualClock>) {
+    (
+        Arc::new(context_clocked(server, settings, clock.clone())),
+        clock,
+    )
+}
+
 /// A context builder on the fake server (5 s provider timeout, system clock).
 pub fn builder(server: &FakeApiServer, settings: Settings) -> ContextBuilder {
     let metrics = Arc::new(Metrics::new());
