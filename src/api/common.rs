@@ -356,7 +356,9 @@ impl SecretTemplate {
 }
 
 /// Kinds of workload that rollout restarts reach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     Deployment,

@@ -13,10 +13,10 @@ use crate::api::NotebookTokenRequest;
 use crate::api::common::TokenSecretSpec;
 use crate::api::notebook_token_request::NotebookTokenRequestStatus;
 use crate::controller::clients::NotebookTokens;
+use crate::controller::consumers::{self, TokenKind, TokenSecret};
 use crate::controller::driver::renew_request;
 use crate::controller::error::Error;
 use crate::controller::schedule::{self, RecordedToken, recorded_token};
-use crate::controller::consumers::{self, TokenKind, TokenSecret};
 use crate::controller::secret::{SecretContent, SecretState, check_ownership, secret_name};
 use crate::controller::status::Checkpoint;
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};
@@ -283,7 +283,10 @@ async fn from_recorded(
                     .collect()
             }
         };
-        let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.clone()).ok());
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(|b| String::from_utf8(b.clone()).ok())
+        };
         NotebookTokenRequestStatus {
             expires_at: Some(recorded.expires_at),
             renew_at: None,

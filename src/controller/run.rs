@@ -9,9 +9,9 @@ use crate::api::cluster_credential::CredentialUser;
 use crate::api::common::{GROUP, MANAGED_BY_SELECTOR, RENEW_REQUESTED_AT_ANNOTATION, VERSION};
 use crate::api::{ClusterCredential, LivyToken, NotebookTokenRequest, WorkspaceView};
 use crate::controller::cluster_credential::watch::{self as credential_watch, Users};
-use crate::controller::driver::{Reconciler, error_policy, reconcile};
 use crate::controller::consumers::drift::SecretVersions;
 use crate::controller::consumers::rollout::{Owner, Rollouts};
+use crate::controller::driver::{Reconciler, error_policy, reconcile};
 use crate::controller::{Context, ManagedKind, SecretCache, object_key};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
@@ -154,17 +154,26 @@ fn on_secret_event(
     triggers: &OwnerTriggers,
     event: &watcher::Event<PartialObjectMeta<Secret>>,
 ) {
-    let version = |m: &PartialObjectMeta<Secret>| m.metadata.resource_version.clone().unwrap_or_default();
+    let version =
+        |m: &PartialObjectMeta<Secret>| m.metadata.resource_version.clone().unwrap_or_default();
     match event {
         watcher::Event::Delete(m) => {
             versions.forget(&m.namespace().unwrap_or_default(), &m.name_any());
             triggers.secret_changed(m, "deleted");
         }
         watcher::Event::InitApply(m) => {
-            versions.listed(&m.namespace().unwrap_or_default(), &m.name_any(), &version(m));
+            versions.listed(
+                &m.namespace().unwrap_or_default(),
+                &m.name_any(),
+                &version(m),
+            );
         }
         watcher::Event::Apply(m) => {
-            if !versions.is_known(&m.namespace().unwrap_or_default(), &m.name_any(), &version(m)) {
+            if !versions.is_known(
+                &m.namespace().unwrap_or_default(),
+                &m.name_any(),
+                &version(m),
+            ) {
                 triggers.secret_changed(m, "changed by someone else");
             }
         }
@@ -399,9 +408,21 @@ fn controller_for<K: Reconciler + CredentialUser>(
             }
             // After a relist the store holds what exists: resources deleted while the watch
             // was down lose their gauges.
-            Ok(watcher::Event::InitDone) => metrics.retain_resources(K::KIND, |ns, name| {
-                known.get(&ObjectRef::new(name).within(ns)).is_some()
-            }),
+            Ok(watcher::Event::InitDone) => {
+                metrics.retain_resources(K::KIND, |ns, name| {
+                    known.get(&ObjectRef::new(name).within(ns)).is_some()
+                });
+                let kind_keys: std::collections::HashSet<String> = known
+                    .state()
+                    .iter()
+                    .map(|o| object_key(o.as_ref()))
+                    .collect();
+                // Other kinds' tokens are kept: their keys are not in this kind's store, so
+                // only keys of this kind's objects that are gone are dropped.
+                tokens_ctx
+                    .tokens
+                    .retain_kind(K::KIND, |k| kind_keys.contains(k));
+            }
             _ => {}
         })
         .applied_objects()

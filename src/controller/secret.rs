@@ -289,7 +289,13 @@ mod tests {
             ),
             ..Default::default()
         };
-        let s = build_secret(&o, "spark-token", &content(), Some(&template), &Marks::default());
+        let s = build_secret(
+            &o,
+            "spark-token",
+            &content(),
+            Some(&template),
+            &Marks::default(),
+        );
         let m = &s.metadata;
         assert_eq!(m.name.as_deref(), Some("spark-token"));
         assert_eq!(m.namespace.as_deref(), Some("team-b"));

@@ -121,4 +121,3 @@ pub fn rollout_targets(targets: &[RolloutRestartTarget]) -> Result<(), Error> {
     }
     Ok(())
 }
-

@@ -113,9 +113,16 @@ async fn secret_writer_creates_an_owned_labelled_secret_by_server_side_apply() {
         annotations: None,
         ..Default::default()
     };
-    apply_secret(&ctx, &owner, "spark", &content("t0k-1"), Some(&template), &Marks::default())
-        .await
-        .unwrap();
+    apply_secret(
+        &ctx,
+        &owner,
+        "spark",
+        &content("t0k-1"),
+        Some(&template),
+        &Marks::default(),
+    )
+    .await
+    .unwrap();
 
     let secret: Secret = s.get("team-b", "spark").expect("Secret written");
     let meta = &secret.metadata;
@@ -184,9 +191,16 @@ async fn a_foreign_secret_is_a_conflict_and_is_never_touched() {
 
     // A Secret owned by another resource of ours is a conflict too.
     let other = s.insert(&livy("team-a", "other"));
-    apply_secret(&ctx, &other, "shared", &content("x"), None, &Marks::default())
-        .await
-        .unwrap();
+    apply_secret(
+        &ctx,
+        &other,
+        "shared",
+        &content("x"),
+        None,
+        &Marks::default(),
+    )
+    .await
+    .unwrap();
     let mine = s.insert(&livy("team-a", "mine"));
     let err = check_ownership(&ctx, &mine, "shared").await.unwrap_err();
     assert!(
@@ -278,9 +292,16 @@ async fn a_failed_refresh_keeps_the_old_secret() {
     let owner = s.insert(&owner);
     let (ctx, _) = context(&s, Settings::default());
     // A previous sync wrote the Secret.
-    apply_secret(&ctx, &owner, "spark", &content("still-valid"), None, &Marks::default())
-        .await
-        .unwrap();
+    apply_secret(
+        &ctx,
+        &owner,
+        "spark",
+        &content("still-valid"),
+        None,
+        &Marks::default(),
+    )
+    .await
+    .unwrap();
     s.clear_requests();
     // Now the credentials are gone: the sync fails before any provider call.
     let action = reconcile(Arc::new(owner), ctx.clone()).await.unwrap();
@@ -545,9 +566,16 @@ async fn deleting_an_owned_secret_retriggers_its_owner() {
 
     // An owned Secret appears (as a sync would write it) and is then deleted by a user.
     let (ctx, _) = context(&s, Settings::default());
-    apply_secret(&ctx, &owner, "spark", &content("x"), None, &Marks::default())
-        .await
-        .unwrap();
+    apply_secret(
+        &ctx,
+        &owner,
+        "spark",
+        &content("x"),
+        None,
+        &Marks::default(),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     s.delete_object::<Secret>("team-b", "spark");
     eventually("owner reconciled after its Secret was deleted", || {
@@ -586,9 +614,16 @@ async fn conflicts_on_secret_and_status_writes_are_retried() {
             .path_contains("/secrets/")
             .times(2),
     );
-    apply_secret(&ctx, &owner, "spark", &content("t"), None, &Marks::default())
-        .await
-        .expect("two conflicts, then success");
+    apply_secret(
+        &ctx,
+        &owner,
+        "spark",
+        &content("t"),
+        None,
+        &Marks::default(),
+    )
+    .await
+    .expect("two conflicts, then success");
     assert_eq!(
         secret_value(&s.get("team-b", "spark").unwrap(), "token").as_deref(),
         Some("t")
@@ -601,9 +636,16 @@ async fn conflicts_on_secret_and_status_writes_are_retried() {
             .path_contains("/secrets/")
             .times(10),
     );
-    let err = apply_secret(&ctx, &owner, "spark", &content("u"), None, &Marks::default())
-        .await
-        .unwrap_err();
+    let err = apply_secret(
+        &ctx,
+        &owner,
+        "spark",
+        &content("u"),
+        None,
+        &Marks::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.reason().as_str(), "KubernetesError");
     let patches = s
         .requests()

@@ -7,6 +7,7 @@
 
 mod access_changes;
 mod cluster_credential;
+mod consumers;
 mod fake_api_selftest;
 mod faults;
 mod foundation;

@@ -434,7 +434,11 @@ async fn a_spec_change_gets_a_new_token_and_a_deleted_secret_its_token_back_at_o
         secret_value(&back, "accessToken").as_deref(),
         Some("notebook-token-1")
     );
-    assert_eq!(annotation(&back, EXPIRES_AT_ANNOTATION), expires, "the same token");
+    assert_eq!(
+        annotation(&back, EXPIRES_AT_ANNOTATION),
+        expires,
+        "the same token"
+    );
 
     // An operator that doesn't hold the token (it restarted) gets a new one.
     let (fresh, _) = context_clocked_with(&e.s, settings(), e.clock.clone());
@@ -652,7 +656,10 @@ async fn controllers_write_the_secret_once_and_again_when_it_is_deleted_with_the
     tokio::time::sleep(Duration::from_millis(300)).await;
     arm.assert_calls_async(1).await;
 
-    let expires = annotation(&s.get::<Secret>(NS, "ml-token").unwrap(), EXPIRES_AT_ANNOTATION);
+    let expires = annotation(
+        &s.get::<Secret>(NS, "ml-token").unwrap(),
+        EXPIRES_AT_ANNOTATION,
+    );
     s.delete_object::<Secret>(NS, "ml-token");
     eventually("Secret written again", || {
         s.get::<Secret>(NS, "ml-token").is_some()
@@ -664,7 +671,10 @@ async fn controllers_write_the_secret_once_and_again_when_it_is_deleted_with_the
     entra.assert_calls_async(1).await;
     let back = s.get::<Secret>(NS, "ml-token").unwrap();
     assert_eq!(annotation(&back, EXPIRES_AT_ANNOTATION), expires);
-    assert_eq!(secret_value(&back, "accessToken").as_deref(), Some("notebook-token-1"));
+    assert_eq!(
+        secret_value(&back, "accessToken").as_deref(),
+        Some("notebook-token-1")
+    );
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -1080,11 +1080,42 @@ async fn full_run() -> Run {
         json!({"workspaceName": workspace, "endpoint": az, "secretName": secret_name,
                "azure": {"authorityHost": az, "clientSecretRef": {"name": secret_ref}}})
     };
-    s.insert(&ntr(
-        "team-a",
-        "ok",
-        azure_spec("okws", "azure-sp", "ok-token"),
-    ));
+    // Its consumers: a templated key holding the token, and workloads of each kind restarted
+    // by name and by selector when the token changes.
+    let mut ok_spec = azure_spec("okws", "azure-sp", "ok-token");
+    merge(
+        &mut ok_spec,
+        json!({"secretTemplate": {"data": {"netrc": "machine nb login token password {{ accessToken }}\n"}},
+               "rolloutRestartTargets": [
+                   {"kind": "Deployment", "name": "web"},
+                   {"kind": "Deployment", "selector": {"matchLabels": {"reads": "ok-token"}}},
+                   {"kind": "StatefulSet", "selector": {"matchLabels": {"reads": "ok-token"}}},
+                   {"kind": "DaemonSet", "selector": {"matchLabels": {"reads": "ok-token"}}}]}),
+    );
+    s.insert(&ntr("team-a", "ok", ok_spec));
+    for (kind, name) in [
+        ("Deployment", "web"),
+        ("Deployment", "api"),
+        ("StatefulSet", "db"),
+        ("DaemonSet", "agent"),
+    ] {
+        let w = json!({"apiVersion": "apps/v1", "kind": kind,
+                       "metadata": {"name": name, "namespace": "team-a", "labels": {"reads": "ok-token"}},
+                       "spec": {"selector": {"matchLabels": {"app": name}},
+                                "template": {"metadata": {"labels": {"app": name}},
+                                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+        match kind {
+            "Deployment" => drop(s.insert(
+                &serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(w).unwrap(),
+            )),
+            "StatefulSet" => drop(s.insert(
+                &serde_json::from_value::<k8s_openapi::api::apps::v1::StatefulSet>(w).unwrap(),
+            )),
+            _ => drop(s.insert(
+                &serde_json::from_value::<k8s_openapi::api::apps::v1::DaemonSet>(w).unwrap(),
+            )),
+        }
+    }
     s.insert(&ntr(
         "team-a",
         "bad-secret",
@@ -1230,6 +1261,7 @@ async fn full_run() -> Run {
         endpoint_policy: loopback(),
         base_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(1),
+        rollout_restart_window: Duration::from_millis(200),
         ..Settings::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -1328,6 +1360,22 @@ async fn full_run() -> Run {
     eventually("the new sync publishes another event", || {
         event_posts() > events_before
     })
+    .await;
+
+    // A changed template gets "ok" a new token and Secret data: its workloads restart.
+    s.modify::<NotebookTokenRequest>("team-a", "ok", |o| {
+        o["spec"]["secretTemplate"]["data"]["netrc"] =
+            json!("machine nb2 login token password {{ accessToken }}\n");
+    });
+    eventually(
+        "the workloads reading the token restart and it is recorded",
+        || {
+            s.get::<NotebookTokenRequest>("team-a", "ok")
+                .and_then(|o| o.status)
+                .and_then(|st| st.last_rollout_restart)
+                .is_some_and(|r| r.targets.len() == 4)
+        },
+    )
     .await;
 
     // A share added at DataRobot: the view's next sync (at once, through a spec change that

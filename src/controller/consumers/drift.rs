@@ -125,6 +125,8 @@ impl SecretVersions {
 /// A token the operator obtained for a resource.
 #[derive(Clone, Debug)]
 pub struct Remembered {
+    /// The resource's kind.
+    pub kind: &'static str,
     /// The resource generation it was obtained for.
     pub generation: Option<i64>,
     /// The kind's Secret keys and the token's times.
@@ -141,10 +143,17 @@ impl TokenMemory {
     }
 
     /// Remembers the token obtained for the resource `key` (before its Secret is written).
-    pub fn remember(&self, key: &str, generation: Option<i64>, content: SecretContent) {
+    pub fn remember(
+        &self,
+        kind: &'static str,
+        key: &str,
+        generation: Option<i64>,
+        content: SecretContent,
+    ) {
         self.lock().insert(
             key.to_owned(),
             Remembered {
+                kind,
                 generation,
                 content,
             },
@@ -153,7 +162,12 @@ impl TokenMemory {
 
     /// The token remembered for `key`, if it was obtained for `generation` and neither its
     /// renewal time nor its expiry has come at `now`.
-    pub fn current(&self, key: &str, generation: Option<i64>, now: Timestamp) -> Option<Remembered> {
+    pub fn current(
+        &self,
+        key: &str,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) -> Option<Remembered> {
         self.lock()
             .get(key)
             .filter(|r| r.generation == generation)
@@ -164,6 +178,13 @@ impl TokenMemory {
     /// Forgets the resource `key` (deleted).
     pub fn forget(&self, key: &str) {
         self.lock().remove(key);
+    }
+
+    /// Keeps, of the resources of `kind`, only the tokens of those (by `object_key`) for
+    /// which `keep` is true (after a relist: resources deleted while the watch was down are
+    /// forgotten).
+    pub fn retain_kind(&self, kind: &str, mut keep: impl FnMut(&str) -> bool) {
+        self.lock().retain(|k, r| r.kind != kind || keep(k));
     }
 
     /// Number of resources with a remembered token.
@@ -197,23 +218,42 @@ mod tests {
 
     #[test]
     fn a_fingerprint_names_each_key_and_hides_each_value() {
-        let fp = fingerprint("uid-1", &data(&[("token", "tok-secret-1"), ("tokenId", "t1")]));
+        let fp = fingerprint(
+            "uid-1",
+            &data(&[("token", "tok-secret-1"), ("tokenId", "t1")]),
+        );
         let parts: Vec<&str> = fp.split(',').collect();
         assert_eq!(parts.len(), 2);
-        assert!(parts[0].starts_with("token:") && parts[1].starts_with("tokenId:"), "{fp}");
+        assert!(
+            parts[0].starts_with("token:") && parts[1].starts_with("tokenId:"),
+            "{fp}"
+        );
         assert!(!fp.contains("tok-secret-1"));
-        assert!(parts.iter().all(|p| p.rsplit_once(':').unwrap().1.len() == HASH_HEX));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.rsplit_once(':').unwrap().1.len() == HASH_HEX)
+        );
         // Salted: the same data of another resource has another fingerprint.
-        let other = fingerprint("uid-2", &data(&[("token", "tok-secret-1"), ("tokenId", "t1")]));
+        let other = fingerprint(
+            "uid-2",
+            &data(&[("token", "tok-secret-1"), ("tokenId", "t1")]),
+        );
         assert_ne!(fp, other);
         // Deterministic, and any value change changes it.
         assert_eq!(
             fp,
-            fingerprint("uid-1", &data(&[("tokenId", "t1"), ("token", "tok-secret-1")]))
+            fingerprint(
+                "uid-1",
+                &data(&[("tokenId", "t1"), ("token", "tok-secret-1")])
+            )
         );
         assert_ne!(
             fp,
-            fingerprint("uid-1", &data(&[("token", "tok-secret-2"), ("tokenId", "t1")]))
+            fingerprint(
+                "uid-1",
+                &data(&[("token", "tok-secret-2"), ("tokenId", "t1")])
+            )
         );
     }
 
@@ -256,13 +296,24 @@ mod tests {
             expires_at: crate::time::add(t0, std::time::Duration::from_secs(3600)),
             renew_at: crate::time::add(t0, std::time::Duration::from_secs(3000)),
         };
-        m.remember("ns/n/uid", Some(2), content);
+        m.remember("LivyToken", "ns/n/uid", Some(2), content.clone());
+        m.remember("NotebookTokenRequest", "ns/other/uid", Some(1), content);
         assert!(m.current("ns/n/uid", Some(2), t0).is_some());
-        assert!(m.current("ns/n/uid", Some(3), t0).is_none(), "another generation");
+        assert!(
+            m.current("ns/n/uid", Some(3), t0).is_none(),
+            "another generation"
+        );
         assert!(m.current("ns/n/other-uid", Some(2), t0).is_none());
         let due = crate::time::add(t0, std::time::Duration::from_secs(3000));
-        assert!(m.current("ns/n/uid", Some(2), due).is_none(), "renewal time came");
+        assert!(
+            m.current("ns/n/uid", Some(2), due).is_none(),
+            "renewal time came"
+        );
         m.forget("ns/n/uid");
+        assert_eq!(m.len(), 1);
+        m.retain_kind("LivyToken", |_| false);
+        assert_eq!(m.len(), 1, "only LivyTokens' are dropped");
+        m.retain_kind("NotebookTokenRequest", |k| k != "ns/other/uid");
         assert!(m.is_empty());
     }
 }

@@ -34,8 +34,8 @@ use crate::redact::SecretString;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use rollout::Owner;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -107,7 +107,7 @@ pub struct TokenSecret<K: TokenKind> {
     ctx: Arc<Context>,
     obj: Arc<K>,
     name: String,
-    /// The Secret's metadata as this sync last wrote it.
+    /// The Secret's metadata as this sync last wrote or found it.
     written: Mutex<Option<ObjectMeta>>,
     /// The token keys this sync restored the Secret with.
     restored: Mutex<Option<BTreeMap<String, SecretString>>>,
@@ -170,6 +170,21 @@ impl<K: TokenKind> TokenSecret<K> {
     /// Brings the Secret back to what the operator wrote, before the sync decides anything
     /// (see the module docs). Returns the state the sync continues from.
     pub async fn prepare(&self, state: SecretState, now: Timestamp) -> Result<SecretState, Error> {
+        let state = self.prepare_state(state, now).await?;
+        if let Some(meta) = state.meta() {
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            if written.is_none() {
+                *written = Some(meta.clone());
+            }
+        }
+        Ok(state)
+    }
+
+    async fn prepare_state(
+        &self,
+        state: SecretState,
+        now: Timestamp,
+    ) -> Result<SecretState, Error> {
         if renew_request(self.obj.as_ref()).is_some() {
             return Ok(state);
         }
@@ -230,7 +245,7 @@ impl<K: TokenKind> TokenSecret<K> {
             .get_opt(&self.name)
             .await?
         else {
-            return Box::pin(self.prepare(SecretState::Absent, now)).await;
+            return Box::pin(self.prepare_state(SecretState::Absent, now)).await;
         };
         let current = secret.metadata.clone();
         let version = current.resource_version.clone().unwrap_or_default();
@@ -251,7 +266,7 @@ impl<K: TokenKind> TokenSecret<K> {
             .filter(|m| recorded.is_some_and(|r| r.expires_at == m.content.expires_at))
             .map(|m| m.content);
         let from_secret = || {
-            self.from_secret(&actual, &drifted, recorded?.expires_at, recorded?.renew_at)
+            self.rebuilt_from_secret(&actual, &drifted, recorded?.expires_at, recorded?.renew_at)
         };
         let keys = drifted.join(", ");
         match from_memory.or_else(from_secret) {
@@ -291,7 +306,7 @@ impl<K: TokenKind> TokenSecret<K> {
     /// The token's content rebuilt from the Secret itself: possible when none of the kind's
     /// keys it was written with drifted (only templated keys did), and it holds them (not
     /// `keys: TemplatedOnly`).
-    fn from_secret(
+    fn rebuilt_from_secret(
         &self,
         actual: &BTreeMap<String, k8s_openapi::ByteString>,
         drifted: &[String],
@@ -305,7 +320,10 @@ impl<K: TokenKind> TokenSecret<K> {
             .iter()
             .filter_map(|k| {
                 let v = actual.get(*k)?;
-                Some((k.to_string(), SecretString::new(String::from_utf8(v.0.clone()).ok()?)))
+                Some((
+                    k.to_string(),
+                    SecretString::new(String::from_utf8(v.0.clone()).ok()?),
+                ))
             })
             .collect();
         K::TOKEN_KEYS
@@ -318,7 +336,11 @@ impl<K: TokenKind> TokenSecret<K> {
             })
     }
 
-    async fn restore(&self, state: &SecretState, content: SecretContent) -> Result<SecretState, Error> {
+    async fn restore(
+        &self,
+        state: &SecretState,
+        content: SecretContent,
+    ) -> Result<SecretState, Error> {
         let data = content.data.clone();
         let meta = self.write(state, content).await?;
         *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(data);
@@ -330,7 +352,11 @@ impl<K: TokenKind> TokenSecret<K> {
     /// changes and the resource has rollout restart targets, marks the Secret for a restart
     /// and asks for it. The token is remembered first, so that a failed write is retried
     /// with it. A template error writes nothing.
-    pub async fn write(&self, state: &SecretState, content: SecretContent) -> Result<ObjectMeta, Error> {
+    pub async fn write(
+        &self,
+        state: &SecretState,
+        content: SecretContent,
+    ) -> Result<ObjectMeta, Error> {
         let obj = self.obj.as_ref();
         let data = secret_data(obj, &content.data)?;
         let uid = obj.uid().unwrap_or_default();
@@ -352,9 +378,12 @@ impl<K: TokenKind> TokenSecret<K> {
                 now,
             ),
         };
-        self.ctx
-            .tokens
-            .remember(&object_key(obj), obj.meta().generation, content.clone());
+        self.ctx.tokens.remember(
+            K::KIND,
+            &object_key(obj),
+            obj.meta().generation,
+            content.clone(),
+        );
         let written = SecretContent {
             data,
             expires_at: content.expires_at,
@@ -384,10 +413,7 @@ impl<K: TokenKind> TokenSecret<K> {
     /// publishes it), removing the Secret's restart-pending mark, or asks for the restart the
     /// mark calls for. Keeps `status.lastRolloutRestart` otherwise, and adds the sync's
     /// notices.
-    pub async fn settle(
-        &self,
-        mut synced: Synced<K::Status>,
-    ) -> Result<Synced<K::Status>, Error> {
+    pub async fn settle(&self, mut synced: Synced<K::Status>) -> Result<Synced<K::Status>, Error> {
         let field = K::last_rollout_restart(&mut synced.status);
         if field.is_none() {
             let mut current = self.obj.status().cloned().unwrap_or_default();
@@ -396,13 +422,11 @@ impl<K: TokenKind> TokenSecret<K> {
         synced
             .notices
             .append(&mut self.notices.lock().unwrap_or_else(|e| e.into_inner()));
-        let ns = self.namespace();
         let meta = self
             .written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .or_else(|| self.ctx.secret_cache.get(&ns, &self.name));
+            .clone();
         let Some(mark) = meta
             .as_ref()
             .and_then(|m| annotation(m, RESTART_PENDING_ANNOTATION))
@@ -413,6 +437,10 @@ impl<K: TokenKind> TokenSecret<K> {
         let owner = self.owner();
         // A mark that doesn't parse counts as made now (the restart is still made).
         let marked: Timestamp = mark.parse().unwrap_or_else(|_| self.ctx.now());
+        if self.ctx.rollouts.is_settled(&owner, marked) {
+            // Removed already; the cache doesn't show it yet.
+            return Ok(synced);
+        }
         if targets.is_empty() {
             // The targets were removed from the spec meanwhile: nothing to restart.
             self.unmark().await?;

@@ -12,8 +12,7 @@
 //! restart under way (the operator restarted in between) asks for one.
 
 use crate::api::common::{
-    FIELD_MANAGER, LastRolloutRestart, RESTARTED_AT_ANNOTATION, RolloutRestartTarget,
-    WorkloadKind,
+    FIELD_MANAGER, LastRolloutRestart, RESTARTED_AT_ANNOTATION, RolloutRestartTarget, WorkloadKind,
 };
 use crate::controller::Clock;
 use crate::metrics::Metrics;
@@ -75,7 +74,11 @@ pub fn pending_mark(
     }
 }
 
-/// A target resolved to workloads: `Kind/name` of each, or why none.
+/// The workloads of each kind listed in a namespace: name and labels of each, or why the
+/// listing failed.
+pub type Listed = BTreeMap<WorkloadKind, Result<Vec<(String, BTreeMap<String, String>)>, String>>;
+
+/// A workload as `Kind/name`.
 fn describe(kind: WorkloadKind, name: &str) -> String {
     format!("{}/{name}", kind.as_str())
 }
@@ -84,7 +87,7 @@ fn describe(kind: WorkloadKind, name: &str) -> String {
 /// pure, given the listed workloads (name and labels, per kind; `Err` when listing failed).
 pub fn resolve(
     targets: &[RolloutRestartTarget],
-    listed: &BTreeMap<WorkloadKind, Result<Vec<(String, BTreeMap<String, String>)>, String>>,
+    listed: &Listed,
 ) -> (BTreeSet<(WorkloadKind, String)>, Vec<String>) {
     let mut workloads = BTreeSet::new();
     let mut problems = Vec::new();
@@ -161,8 +164,13 @@ struct Batch {
 struct State {
     /// Restarts waiting for their window to end, by namespace.
     batches: HashMap<String, Batch>,
+    /// Resources whose batch is being carried out.
+    running: BTreeSet<Owner>,
     /// What the last batch did, per resource, until its sync records it.
     outcomes: HashMap<Owner, Outcome>,
+    /// The time of the last restart each resource recorded: a mark from before it is one
+    /// whose removal the cache of Secrets has not shown yet, not a new restart.
+    settled: HashMap<Owner, Timestamp>,
     /// The batches' tasks, so that they stop with the controllers.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -214,17 +222,32 @@ impl Rollouts {
             .cloned()
     }
 
-    /// The outcome for `owner` is recorded: it is dropped.
+    /// The outcome for `owner` is recorded: it is dropped, and marks made up to its time are
+    /// settled.
     pub fn recorded(&self, owner: &Owner) {
-        self.lock().outcomes.remove(owner);
+        let mut state = self.lock();
+        if let Some(o) = state.outcomes.remove(owner) {
+            state.settled.insert(owner.clone(), o.restart.time);
+        }
     }
 
-    /// Whether `owner` waits in a batch.
-    pub fn is_waiting(&self, owner: &Owner) -> bool {
+    /// Whether a mark made at `pending` for `owner` was settled already (its removal not yet
+    /// seen by the cache).
+    pub fn is_settled(&self, owner: &Owner, pending: Timestamp) -> bool {
         self.lock()
-            .batches
-            .get(&owner.namespace)
-            .is_some_and(|b| b.owners.contains_key(owner))
+            .settled
+            .get(owner)
+            .is_some_and(|t| pending <= *t)
+    }
+
+    /// Whether `owner` waits in a batch, or its batch is being carried out.
+    pub fn is_waiting(&self, owner: &Owner) -> bool {
+        let state = self.lock();
+        state.running.contains(owner)
+            || state
+                .batches
+                .get(&owner.namespace)
+                .is_some_and(|b| b.owners.contains_key(owner))
     }
 
     /// Asks for `owner`'s targets to be restarted: joins its namespace's batch, or opens one
@@ -257,11 +280,17 @@ impl Rollouts {
             t.abort();
         }
         state.batches.clear();
+        state.running.clear();
     }
 
     async fn run_batch(&self, namespace: &str) {
-        let Some(batch) = self.lock().batches.remove(namespace) else {
-            return;
+        let batch = {
+            let mut state = self.lock();
+            let Some(batch) = state.batches.remove(namespace) else {
+                return;
+            };
+            state.running.extend(batch.owners.keys().cloned());
+            batch
         };
         let kinds: BTreeSet<WorkloadKind> = batch
             .owners
@@ -294,12 +323,14 @@ impl Rollouts {
             let mut state = self.lock();
             let stale = crate::time::sub(now, OUTCOME_TTL);
             state.outcomes.retain(|_, o| o.restart.time >= stale);
+            state.settled.retain(|_, t| *t >= stale);
             for (owner, (workloads, problems)) in resolved {
                 let o = outcome(now, &workloads, &problems, &patched);
                 info!(kind = owner.kind, namespace = %owner.namespace, name = %owner.name,
                       targets = ?o.restart.targets, failed = o.failed, message = %o.restart.message,
                       "rollout restart");
                 state.outcomes.insert(owner.clone(), o);
+                state.running.remove(owner);
                 finished.push(owner.clone());
             }
         }

@@ -90,7 +90,9 @@ pub fn check(template: &SecretTemplate, kind_keys: &[&str]) -> Result<(), String
         let mut unknown: Vec<String> = parsed
             .undeclared_variables(false)
             .into_iter()
-            .filter(|v| !kind_keys.contains(&v.as_str()) && !RESOURCE_VARIABLES.contains(&v.as_str()))
+            .filter(|v| {
+                !kind_keys.contains(&v.as_str()) && !RESOURCE_VARIABLES.contains(&v.as_str())
+            })
             .collect();
         unknown.sort();
         if !unknown.is_empty() {
@@ -122,7 +124,10 @@ pub fn render(
     let mut vars: BTreeMap<&str, Value> = kind_keys
         .iter()
         .map(|k| {
-            let v = base.get(*k).map(|s| s.expose().to_owned()).unwrap_or_default();
+            let v = base
+                .get(*k)
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default();
             (*k, Value::from(v))
         })
         .collect();

@@ -47,10 +47,10 @@ use crate::api::livy_token::{
     LivyTokenMode, LivyTokenStatus, ManagedLivyToken, ManagedTokenRef, ManagedTokensStatus,
 };
 use crate::controller::clients::{LivyLocation, LivyTokens};
+use crate::controller::consumers::{self, TokenKind, TokenSecret};
 use crate::controller::driver::renew_request;
 use crate::controller::error::Error;
 use crate::controller::schedule::{self, RecordedToken};
-use crate::controller::consumers::{self, TokenKind, TokenSecret};
 use crate::controller::secret::{SecretContent, SecretState, check_ownership, secret_name};
 use crate::controller::status::Checkpoint;
 use crate::controller::{Context, Preview, Reconciler, Synced, validate};

@@ -217,7 +217,8 @@ async fn changes_during_an_outage_are_reconciled_afterwards(expire_history: bool
     .await;
     // With the token it held: the operator still holds it.
     eventually("the deleted Secret written again", || {
-        s.get::<Secret>(NS, "a").is_some_and(|now| now.metadata.uid != uid_a)
+        s.get::<Secret>(NS, "a")
+            .is_some_and(|now| now.metadata.uid != uid_a)
             && secret_snapshot(&s, "a").is_some_and(|now| now["data"] == secret_a["data"])
     })
     .await;

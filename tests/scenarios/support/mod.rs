@@ -21,6 +21,10 @@ pub fn server() -> FakeApiServer {
     for crd in workspace_access_operator::api::crds() {
         s.register_crd(&crd);
     }
+    // The workloads that rollout restarts reach.
+    s.register_builtin::<k8s_openapi::api::apps::v1::Deployment>(true, true);
+    s.register_builtin::<k8s_openapi::api::apps::v1::StatefulSet>(true, true);
+    s.register_builtin::<k8s_openapi::api::apps::v1::DaemonSet>(true, true);
     s
 }
 

@@ -78,7 +78,10 @@ fn targets_resolve_by_name_and_selector_to_distinct_workloads() {
                 ("other".to_string(), labels(&[("app", "web")])),
             ]),
         ),
-        (WorkloadKind::DaemonSet, Err("listing DaemonSets failed: 403".to_string())),
+        (
+            WorkloadKind::DaemonSet,
+            Err("listing DaemonSets failed: 403".to_string()),
+        ),
     ]);
     let (w, problems) = resolve(
         &[
@@ -94,13 +97,20 @@ fn targets_resolve_by_name_and_selector_to_distinct_workloads() {
                 Ok(vec![("proxy".to_string(), labels(&[("app", "proxy")]))]),
             ),
             listed.into_iter().next().unwrap(),
-            (WorkloadKind::DaemonSet, Err("listing DaemonSets failed: 403".to_string())),
+            (
+                WorkloadKind::DaemonSet,
+                Err("listing DaemonSets failed: 403".to_string()),
+            ),
         ]),
     );
     let names: Vec<String> = w.iter().map(|(k, n)| describe(*k, n)).collect();
     assert_eq!(
         names,
-        vec!["Deployment/proxy", "StatefulSet/spark-0", "StatefulSet/spark-1"]
+        vec![
+            "Deployment/proxy",
+            "StatefulSet/spark-0",
+            "StatefulSet/spark-1"
+        ]
     );
     assert_eq!(
         problems,

@@ -63,7 +63,11 @@ fn every_variable_renders() {
         ("name", "ml"),
         ("namespace", "team-a"),
     ] {
-        assert_eq!(render_one(&format!("{{{{ {var} }}}}")).unwrap(), want, "{var}");
+        assert_eq!(
+            render_one(&format!("{{{{ {var} }}}}")).unwrap(),
+            want,
+            "{var}"
+        );
     }
     // An optional key the provider did not return is an empty string, not an error.
     assert_eq!(render_one("[{{ refreshToken }}]").unwrap(), "[]");
@@ -71,13 +75,15 @@ fn every_variable_renders() {
 
 #[test]
 fn a_netrc_and_a_json_config_render_as_written() {
-    let out = render_one("machine {{ publicDns }} login token password {{ accessToken }}\n").unwrap();
+    let out =
+        render_one("machine {{ publicDns }} login token password {{ accessToken }}\n").unwrap();
     assert_eq!(
         out,
         format!("machine nb.westus2.notebooks.azure.net login token password {TOKEN}\n")
     );
-    let json = render_one(r#"{"host": {{ publicDns | tojson }}, "token": {{ accessToken | tojson }}}"#)
-        .unwrap();
+    let json =
+        render_one(r#"{"host": {{ publicDns | tojson }}, "token": {{ accessToken | tojson }}}"#)
+            .unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed["token"], TOKEN);
     assert_eq!(parsed["host"], "nb.westus2.notebooks.azure.net");
@@ -87,7 +93,10 @@ fn a_netrc_and_a_json_config_render_as_written() {
 fn nothing_is_html_escaped_and_tojson_escapes_for_json() {
     let mut b = base();
     b.insert("scope".into(), SecretString::new(r#"a<b>&"c""#));
-    let t = template(&[("raw", "{{ scope }}"), ("json", "{{ scope | tojson }}")], None);
+    let t = template(
+        &[("raw", "{{ scope }}"), ("json", "{{ scope | tojson }}")],
+        None,
+    );
     let d = render(Some(&t), KEYS, &b, RES).unwrap();
     assert_eq!(d["raw"].expose(), r#"a<b>&"c""#);
     let back: String = serde_json::from_str(d["json"].expose()).unwrap();
@@ -102,7 +111,10 @@ fn keys_all_keeps_the_kinds_keys_and_templated_only_drops_them() {
     let d = render(Some(&all), KEYS, &base(), RES).unwrap();
     assert!(d.contains_key("accessToken") && d.contains_key("netrc"));
     assert_eq!(d.len(), base().len() + 1);
-    let only = template(&[("netrc", "{{ accessToken }}")], Some(SecretKeys::TemplatedOnly));
+    let only = template(
+        &[("netrc", "{{ accessToken }}")],
+        Some(SecretKeys::TemplatedOnly),
+    );
     let d = render(Some(&only), KEYS, &base(), RES).unwrap();
     assert_eq!(d.keys().collect::<Vec<_>>(), vec!["netrc"]);
     // No template: the kind's keys as they are.
@@ -116,7 +128,10 @@ fn keys_all_keeps_the_kinds_keys_and_templated_only_drops_them() {
 fn an_undefined_variable_is_refused_before_any_rendering_naming_key_and_variable() {
     let t = template(&[("netrc", "password {{ acessToken }}")], None);
     let err = check(&t, KEYS).unwrap_err();
-    assert!(err.contains(r#"spec.secretTemplate.data["netrc"]"#), "{err}");
+    assert!(
+        err.contains(r#"spec.secretTemplate.data["netrc"]"#),
+        "{err}"
+    );
     assert!(err.contains("undefined variable acessToken"), "{err}");
     assert!(err.contains("accessToken"), "lists the variables: {err}");
     // The same at render time (strict undefined).
@@ -130,7 +145,10 @@ fn an_undefined_variable_is_refused_before_any_rendering_naming_key_and_variable
 fn a_template_that_does_not_parse_names_the_problem_and_line() {
     let t = template(&[("cfg", "line one\n{{ accessToken ")], None);
     let err = check(&t, KEYS).unwrap_err();
-    assert!(err.starts_with(r#"spec.secretTemplate.data["cfg"]: syntax error"#), "{err}");
+    assert!(
+        err.starts_with(r#"spec.secretTemplate.data["cfg"]: syntax error"#),
+        "{err}"
+    );
     assert!(err.contains("line 2"), "{err}");
     let t = template(&[("cfg", "{% for x in %}")], None);
     assert!(check(&t, KEYS).unwrap_err().contains("syntax error"));
@@ -139,12 +157,19 @@ fn a_template_that_does_not_parse_names_the_problem_and_line() {
 #[test]
 fn keys_are_checked_names_sizes_and_clashes() {
     let bad = template(&[("bad/key", "x")], None);
-    assert!(check(&bad, KEYS).unwrap_err().contains("is not a Secret key"));
+    assert!(
+        check(&bad, KEYS)
+            .unwrap_err()
+            .contains("is not a Secret key")
+    );
     let clash = template(&[("accessToken", "{{ accessToken }}x")], None);
     let err = check(&clash, KEYS).unwrap_err();
     assert!(err.contains("one of the kind's own keys"), "{err}");
     // With TemplatedOnly a key may take a kind key's name.
-    let ok = template(&[("accessToken", "{{ accessToken }}")], Some(SecretKeys::TemplatedOnly));
+    let ok = template(
+        &[("accessToken", "{{ accessToken }}")],
+        Some(SecretKeys::TemplatedOnly),
+    );
     assert!(check(&ok, KEYS).is_ok());
     let empty = SecretTemplate {
         keys: Some(SecretKeys::TemplatedOnly),
@@ -152,7 +177,11 @@ fn keys_are_checked_names_sizes_and_clashes() {
     };
     assert!(check(&empty, KEYS).unwrap_err().contains("would be empty"));
     let long = "x".repeat(MAX_TEMPLATE_LENGTH + 1);
-    assert!(check(&template(&[("k", &long)], None), KEYS).unwrap_err().contains("longer than"));
+    assert!(
+        check(&template(&[("k", &long)], None), KEYS)
+            .unwrap_err()
+            .contains("longer than")
+    );
     let many: Vec<(String, String)> = (0..=MAX_TEMPLATE_KEYS)
         .map(|i| (format!("k{i}"), "x".to_string()))
         .collect();
@@ -165,8 +194,10 @@ fn keys_are_checked_names_sizes_and_clashes() {
 
 #[test]
 fn rendering_is_bounded_by_fuel_and_output_size() {
-    let loops = render_one("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}")
-        .unwrap_err();
+    let loops = render_one(
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+    )
+    .unwrap_err();
     assert!(loops.contains("fuel") || loops.contains("range"), "{loops}");
     let big = render_one("{{ 'x' * 70000 }}").unwrap_err();
     assert!(big.contains("longer than 65536"), "{big}");
@@ -189,7 +220,10 @@ fn no_error_shows_a_value() {
         let out = render(Some(&t), KEYS, &base(), RES);
         if let Err(e) = out {
             assert!(!e.contains("secret-notebook-token"), "{source}: {e}");
-            assert!(e.starts_with(r#"spec.secretTemplate.data["k"]"#), "{source}: {e}");
+            assert!(
+                e.starts_with(r#"spec.secretTemplate.data["k"]"#),
+                "{source}: {e}"
+            );
         }
     }
     // An error whose message would quote a value has it redacted.
