@@ -383,6 +383,9 @@ spec:
     clientId: 11111111-1111-1111-1111-111111111111
     clientSecretRef: {{name: azure-sp, key: clientSecret}}
     authorityHost: {url}
+  secretTemplate:
+    data:
+      netrc: "machine {{{{ publicDns }}}} login token password {{{{ accessToken }}}}"
 ---
 apiVersion: v1
 kind: Secret
@@ -398,7 +401,7 @@ stringData: {{clientSecret: sp-secret}}
             ..Settings::default()
         };
         let (m, h) = http();
-        let r = preview_documents(yaml(&docs), "team-a", settings, m, h)
+        let r = preview_documents(yaml(&docs), "team-a", settings, m.clone(), h)
             .await
             .unwrap();
         assert!(r.ready, "{}", r.yaml);
@@ -411,6 +414,8 @@ stringData: {{clientSecret: sp-secret}}
             "name: ml",
             "accessToken: \"[redacted]\"",
             "publicDns: \"[redacted]\"",
+            // The templated key, rendered (a template that doesn't render fails the preview).
+            "netrc: \"[redacted]\"",
         ] {
             assert!(r.yaml.contains(wanted), "{wanted:?} in {}", r.yaml);
         }
@@ -418,6 +423,46 @@ stringData: {{clientSecret: sp-secret}}
         assert!(!r.yaml.contains("very-secret") && !r.yaml.contains("sp-secret"));
         entra.assert_calls_async(1).await;
         arm.assert_calls_async(1).await;
+        assert!(
+            m.encode()
+                .contains("workspace_access_provider_calls_total{")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_template_error_fails_the_preview_before_any_provider_call() {
+        let docs = r#"
+apiVersion: workspaceaccess.io/v1alpha1
+kind: NotebookTokenRequest
+metadata: {name: ml}
+spec:
+  subscriptionId: 00000000-1111-2222-3333-444444444444
+  resourceGroup: workspace-1234
+  workspaceName: testworkspace
+  azure:
+    tenantId: 00000000-0000-0000-0000-000000000000
+    clientId: 11111111-1111-1111-1111-111111111111
+    clientSecretRef: {name: azure-sp, key: clientSecret}
+  secretTemplate:
+    data:
+      netrc: "password {{ accesToken }}"
+"#;
+        let (m, h) = http();
+        let r = preview_documents(yaml(docs), "team-a", Settings::default(), m.clone(), h)
+            .await
+            .unwrap();
+        assert!(!r.ready, "{}", r.yaml);
+        assert!(r.yaml.contains("reason: InvalidSpec"), "{}", r.yaml);
+        assert!(
+            r.yaml
+                .contains(r#"spec.secretTemplate.data[\"netrc\"]: undefined variable accesToken"#),
+            "{}",
+            r.yaml
+        );
+        assert!(
+            !m.encode()
+                .contains("workspace_access_provider_calls_total{")
+        );
     }
 
     const CCRED: &str = r#"

@@ -13,6 +13,7 @@
 // inside #[test] functions and #[cfg(test)] modules, which helpers of a test crate are not).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod chaos_support;
 mod e2e_support;
 
 use e2e_support::*;
@@ -1504,4 +1505,170 @@ async fn a_cluster_credential_follows_namespace_labels_live() {
     let _ = credentials.delete(&credential, &Default::default()).await;
     cluster.delete_namespace(&ns).await;
     cluster.delete_namespace(&platform).await;
+}
+
+/// Consumers against a real API server: a Deployment that reads a token is restarted exactly
+/// once per rotation (its pod template annotation, so its generation moves by one each time)
+/// and not when the Secret is first written; a templated `.netrc` key follows every rotation;
+/// a templated key edited by hand is put back within seconds without a new token.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server in KUBECONFIG"]
+async fn consumers_see_every_rotation_once_and_a_hand_edited_secret_is_repaired() {
+    use chaos_support::{MockAzure, azure_secret, ntr};
+    use k8s_openapi::api::apps::v1::Deployment;
+    // 40 s tokens: renewed about 20 s before they expire, so a rotation every ~20 s.
+    let azure = MockAzure::start(Duration::from_secs(40)).await;
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("e2e-consumers").await;
+    let _operator = Operator::start(
+        &cluster,
+        &ns,
+        &[
+            "--allow-endpoint",
+            &azure.host_port,
+            "--rollout-restart-window",
+            "2s",
+        ],
+    )
+    .await;
+    cluster.apply_json(&ns, azure_secret()).await;
+    cluster
+        .apply_json(&ns, json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "notebook-proxy"},
+            "spec": {"selector": {"matchLabels": {"app": "proxy"}},
+                     "template": {"metadata": {"labels": {"app": "proxy"}},
+                                  "spec": {"containers": [{"name": "proxy", "image": "busybox"}]}}}
+        }))
+        .await;
+    let mut doc = ntr(&azure, "notebook");
+    doc["spec"]["secretTemplate"] = json!({"data": {
+        "netrc": "machine {{ workspaceName }} login token password {{ accessToken }}\n"}});
+    // (An unknown variable: refused with InvalidSpec first.)
+    cluster.apply_json(&ns, doc.clone()).await;
+    let (ready, reason) = cluster
+        .wait_ready_reason::<NotebookTokenRequest>(&ns, "notebook", Duration::from_secs(30))
+        .await;
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(azure.mints().len(), 0, "nothing minted for a bad template");
+    doc["spec"]["secretTemplate"]["data"]["netrc"] =
+        json!("machine {{ publicDns }} login token password {{ accessToken }}\n");
+    doc["spec"]["rolloutRestartTargets"] =
+        json!([{"kind": "Deployment", "name": "notebook-proxy"}]);
+    cluster.apply_json(&ns, doc).await;
+
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let value =
+        |s: &Secret, k: &str| String::from_utf8(s.data.as_ref().unwrap()[k].0.clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(s) = secrets.get_opt("notebook").await.unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no Secret within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        value(&first, "netrc").ends_with(&format!("password {}\n", value(&first, "accessToken")))
+    );
+
+    // Watch the Deployment through two rotations.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while azure.mints().len() < 3 {
+        assert!(Instant::now() < deadline, "two rotations within 2 minutes");
+        let d = deployments.get("notebook-proxy").await.unwrap();
+        if let Some(v) = d
+            .spec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get("workspaceaccess.io/restartedAt").cloned())
+        {
+            seen.insert(v);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The last rotation's restart follows its window.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let d = deployments.get("notebook-proxy").await.unwrap();
+    if let Some(v) = d
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("workspaceaccess.io/restartedAt").cloned())
+    {
+        seen.insert(v);
+    }
+    assert_eq!(azure.mints().len(), 3);
+    assert_eq!(seen.len(), 2, "one restart per rotation: {seen:?}");
+    assert_eq!(
+        d.metadata.generation,
+        Some(3),
+        "created, then two template changes"
+    );
+    let now = secrets.get("notebook").await.unwrap();
+    let token = value(&now, "accessToken");
+    assert_eq!(token, azure.mints().last().unwrap().token);
+    assert!(value(&now, "netrc").ends_with(&format!("password {token}\n")));
+    let obj: NotebookTokenRequest = Api::namespaced(cluster.client.clone(), &ns)
+        .get("notebook")
+        .await
+        .unwrap();
+    let last = obj.status.unwrap().last_rollout_restart.expect("recorded");
+    assert_eq!(last.targets, vec!["Deployment/notebook-proxy".to_string()]);
+    assert!(
+        !now.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("workspaceaccess.io/restart-pending")
+    );
+
+    // A templated key edited by hand: put back within seconds, without a new token (unless
+    // a renewal fell due meanwhile).
+    let mints = azure.mints().len();
+    let renew_at = obj_renew_at(&cluster, &ns).await;
+    let edited = json!({"data": {"netrc": k8s_openapi::ByteString(b"password forged\n".to_vec())}});
+    secrets
+        .patch(
+            "notebook",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&edited),
+        )
+        .await
+        .unwrap();
+    let edited_at = Instant::now();
+    loop {
+        let s = secrets.get("notebook").await.unwrap();
+        if value(&s, "netrc").ends_with(&format!("password {}\n", value(&s, "accessToken"))) {
+            break;
+        }
+        assert!(
+            edited_at.elapsed() < Duration::from_secs(10),
+            "not repaired within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the edited key was put back {:?} after the edit",
+        edited_at.elapsed()
+    );
+    if jiff::Timestamp::now() < renew_at {
+        assert_eq!(azure.mints().len(), mints, "no new token for a repair");
+    }
+    cluster.delete_namespace(&ns).await;
+}
+
+/// `status.renewAt` of NotebookTokenRequest `notebook` in `ns`.
+async fn obj_renew_at(cluster: &Cluster, ns: &str) -> jiff::Timestamp {
+    let obj: NotebookTokenRequest = Api::namespaced(cluster.client.clone(), ns)
+        .get("notebook")
+        .await
+        .unwrap();
+    obj.status.unwrap().renew_at.unwrap()
 }

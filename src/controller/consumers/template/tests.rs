@@ -235,3 +235,34 @@ fn no_error_shows_a_value() {
     assert!(!text.contains(TOKEN), "{text}");
     assert!(text.contains("cannot convert [redacted] to int"), "{text}");
 }
+
+#[test]
+fn the_templates_of_the_examples_check() {
+    use crate::api::{LivyToken, NotebookTokenRequest};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
+    let mut checked = 0;
+    for file in [
+        "notebooktokenrequest-consumers.yaml",
+        "livytoken-consumers.yaml",
+    ] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs {
+            let (template, keys): (Option<SecretTemplate>, &[&str]) = match doc["kind"].as_str() {
+                Some("NotebookTokenRequest") => {
+                    let o: NotebookTokenRequest = serde_json::from_value(doc).unwrap();
+                    (o.spec.secret_template, KEYS)
+                }
+                Some("LivyToken") => {
+                    let o: LivyToken = serde_json::from_value(doc).unwrap();
+                    (o.spec.secret_template, &["token", "tokenId", "expiresAt"])
+                }
+                _ => continue,
+            };
+            let template = template.unwrap();
+            check(&template, keys).unwrap();
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
+}
