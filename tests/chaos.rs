@@ -490,6 +490,225 @@ async fn c4_leader_failover() {
     fig.finish();
 }
 
+/// Case 5: a soak. `CHAOS_SOAK_RESOURCES` (default 500) NotebookTokenRequests with 2-minute
+/// tokens for `CHAOS_SOAK_MINUTES` (default 30) minutes; a tenth of them with a templated key and
+/// a twentieth with a Deployment of their own to restart: no renewal late, one restart per
+/// rotation, and the operator's memory, file descriptors and threads flat after the first five
+/// minutes.
+#[tokio::test]
+#[ignore = "chaos: needs KUBECONFIG"]
+async fn c5_soak() {
+    let env_or = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let resources = env_or("CHAOS_SOAK_RESOURCES", 500) as usize;
+    let minutes = env_or("CHAOS_SOAK_MINUTES", 30);
+    const LIFETIME: Duration = Duration::from_secs(120);
+    const WARMUP: Duration = Duration::from_secs(300);
+    let mut fig = Figures::new(&format!(
+        "5 soak: {resources} resources, 2-minute tokens, {minutes} minutes"
+    ));
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.fresh_namespace("chaos-soak").await;
+    let azure = MockAzure::start(LIFETIME).await;
+    let operator = Operator::start(
+        &cluster,
+        &ns,
+        &[
+            "--allow-endpoint",
+            &azure.host_port,
+            // A token bucket that fits 500 renewals a minute: the soak is about time, not
+            // about throttling.
+            "--provider-rate",
+            "100:100",
+            "--rollout-restart-window",
+            "2s",
+        ],
+    )
+    .await;
+    let pid = operator.pid();
+    apply_retrying(&cluster, &ns, azure_secret()).await;
+    let names: Vec<String> = (0..resources).map(|i| format!("ntr-{i:04}")).collect();
+    let with_target: Vec<String> = names.iter().step_by(20).cloned().collect();
+    for n in &with_target {
+        apply_retrying(
+            &cluster,
+            &ns,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": format!("reads-{n}")},
+                   "spec": {"selector": {"matchLabels": {"app": n}},
+                            "template": {"metadata": {"labels": {"app": n}},
+                                         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}),
+        )
+        .await;
+    }
+    let docs = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut doc = ntr(&azure, n);
+            if i % 10 == 0 {
+                doc["spec"]["secretTemplate"] =
+                    json!({"data": {"netrc": "machine {{ publicDns }} password {{ accessToken }}\n"}});
+            }
+            if i % 20 == 0 {
+                doc["spec"]["rolloutRestartTargets"] =
+                    json!([{"kind": "Deployment", "name": format!("reads-{n}")}]);
+            }
+            doc
+        })
+        .collect();
+    apply_all(&cluster, &ns, docs, 16).await;
+    assert!(
+        wait_all_ready(
+            &cluster,
+            &ns,
+            "notebooktokenrequests",
+            resources,
+            Duration::from_secs(180)
+        )
+        .await
+        .is_some(),
+        "not all Ready at the start"
+    );
+
+    // Samples every 10 s: the operator's RSS, descriptors and threads; every Secret's token
+    // alive, and a templated key holding the token of its Secret.
+    let started = Instant::now();
+    let mut at_warmup: Option<(u64, usize, usize)> = None;
+    let (mut rss_max, mut fds_max, mut threads_max) = (0u64, 0usize, 0usize);
+    let mut dead = BTreeSet::new();
+    let mut stale_templates = BTreeSet::new();
+    let mut samples = 0;
+    while started.elapsed() < Duration::from_secs(minutes * 60) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (rss, fds, thr) = (
+            rss_kib(pid).unwrap_or(0),
+            open_fds(pid).unwrap_or(0),
+            threads(pid).unwrap_or(0),
+        );
+        if started.elapsed() >= WARMUP {
+            if at_warmup.is_none() {
+                at_warmup = Some((rss, fds, thr));
+            }
+            rss_max = rss_max.max(rss);
+            fds_max = fds_max.max(fds);
+            threads_max = threads_max.max(thr);
+        }
+        if let Some(secrets) = managed_secrets(&cluster, &ns).await {
+            samples += 1;
+            for (name, data) in &secrets {
+                let token = data.get("accessToken").cloned().unwrap_or_default();
+                if !azure.is_live(&token) {
+                    dead.insert(name.clone());
+                }
+                if let Some(netrc) = data.get("netrc")
+                    && !netrc.ends_with(&format!("password {token}\n"))
+                {
+                    stale_templates.insert(name.clone());
+                }
+            }
+        }
+    }
+    let soak_end = Instant::now();
+    let (rss_end, fds_end, threads_end) = (
+        rss_kib(pid).unwrap_or(0),
+        open_fds(pid).unwrap_or(0),
+        threads(pid).unwrap_or(0),
+    );
+    // No more rotations: tokens minted from now on live 8 hours. Once every 2-minute token
+    // was renewed, and the last restarts' window passed, the counts are final.
+    azure.set_lifetime(Duration::from_secs(8 * 3600));
+    tokio::time::sleep(LIFETIME + Duration::from_secs(10)).await;
+
+    // Renewals: each token's successor was minted before it expired; the last one is alive.
+    let mut per_ws: BTreeMap<String, Vec<chaos_support::Mint>> = BTreeMap::new();
+    for m in azure.mints() {
+        per_ws.entry(m.workspace.clone()).or_default().push(m);
+    }
+    let mut late = 0;
+    let mut renewals = 0;
+    for mints in per_ws.values() {
+        for pair in mints.windows(2) {
+            let minted_next = pair[1].expires_at - pair[1].lifetime;
+            renewals += 1;
+            if minted_next >= pair[0].expires_at {
+                late += 1;
+            }
+        }
+        if mints.last().is_some_and(|m| m.expires_at <= soak_end) {
+            late += 1;
+        }
+    }
+    fig.note("Secret samples", samples);
+    fig.note("renewals", renewals);
+    fig.add("late renewals", late, "0", late == 0);
+    fig.add(
+        "Secrets seen holding an expired token",
+        dead.len(),
+        "0",
+        dead.is_empty(),
+    );
+    fig.add(
+        "templated keys seen with another token than their Secret",
+        stale_templates.len(),
+        "0",
+        stale_templates.is_empty(),
+    );
+    // One restart per rotation: a Deployment's generation moves once per pod-template change.
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(cluster.client.clone(), &ns);
+    let (mut restarts, mut rotations, mut mismatched) = (0i64, 0i64, Vec::new());
+    for n in &with_target {
+        let d = deployments.get(&format!("reads-{n}")).await.unwrap();
+        let r = d.metadata.generation.unwrap_or(1) - 1;
+        let rot = per_ws.get(n).map_or(0, |m| m.len() as i64 - 1);
+        restarts += r;
+        rotations += rot;
+        if r != rot {
+            mismatched.push(format!("{n}: {r} restarts, {rot} rotations"));
+        }
+    }
+    fig.note("rotations of resources with a restart target", rotations);
+    fig.add(
+        "restarts of their Deployments",
+        restarts,
+        &rotations.to_string(),
+        mismatched.is_empty(),
+    );
+    if !mismatched.is_empty() {
+        eprintln!("restarts per rotation off: {mismatched:?}");
+    }
+    let (rss5, fds5, threads5) = at_warmup.unwrap_or((0, 0, 0));
+    let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
+    fig.note("RSS at 5 min (MiB)", mib(rss5));
+    fig.add(
+        "RSS most after 5 min / at the end (MiB)",
+        format!("{} / {}", mib(rss_max), mib(rss_end)),
+        "growth < 5%",
+        rss5 > 0 && (rss_max as f64) < rss5 as f64 * 1.05,
+    );
+    fig.add(
+        "open fds at 5 min / most after / end",
+        format!("{fds5} / {fds_max} / {fds_end}"),
+        "no growth",
+        fds5 > 0 && fds_end <= fds5 + fds5 / 20 + 1,
+    );
+    fig.add(
+        "threads at 5 min / most after / end",
+        format!("{threads5} / {threads_max} / {threads_end}"),
+        "no growth",
+        threads5 > 0 && threads_end <= threads5 + threads5 / 20 + 1,
+    );
+    drop(operator);
+    cluster.delete_namespace(&ns).await;
+    fig.finish();
+}
+
 /// Case 6: the namespace of 100 resources is deleted.
 #[tokio::test]
 #[ignore = "chaos: needs KUBECONFIG (with a namespace controller)"]

@@ -169,7 +169,7 @@ fn on_secret_event(
             );
         }
         watcher::Event::Apply(m) => {
-            if !versions.is_known(
+            if !versions.is_own(
                 &m.namespace().unwrap_or_default(),
                 &m.name_any(),
                 &version(m),

@@ -130,6 +130,8 @@ pub struct Mint {
     pub workspace: String,
     pub token: String,
     pub expires_at: Instant,
+    /// How long it lives (minted at `expires_at - lifetime`).
+    pub lifetime: Duration,
 }
 
 #[derive(Default)]
@@ -257,6 +259,7 @@ async fn arm(
         workspace: ws.clone(),
         token: token.clone(),
         expires_at: Instant::now() + Duration::from_secs(lifetime),
+        lifetime: Duration::from_secs(lifetime),
     });
     axum::Json(json!({
         "notebookResourceId": "1", "hostName": "h", "publicDns": "nb.example",

@@ -70,10 +70,12 @@ pub fn drifted_keys(
         .collect()
 }
 
-/// Versions of owned Secrets the operator wrote or checked, by `namespace/name`.
+/// Versions of owned Secrets the operator wrote or checked, by `namespace/name`, and the
+/// Secrets it is writing right now (whose watch events may come before the write's answer).
 #[derive(Default)]
 pub struct SecretVersions {
     versions: Mutex<HashMap<String, String>>,
+    writing: Mutex<std::collections::HashSet<String>>,
 }
 
 fn secret_key(namespace: &str, name: &str) -> String {
@@ -89,6 +91,37 @@ impl SecretVersions {
     pub fn known_as(&self, namespace: &str, name: &str, version: &str) {
         self.lock()
             .insert(secret_key(namespace, name), version.to_owned());
+    }
+
+    /// The operator starts writing the Secret: until [`Self::written`], its watch events are
+    /// the operator's own (a change by someone else meanwhile is overwritten by the write).
+    pub fn writing(&self, namespace: &str, name: &str) {
+        self.writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(secret_key(namespace, name));
+    }
+
+    /// The write is over: `version` if it succeeded.
+    pub fn written(&self, namespace: &str, name: &str, version: Option<&str>) {
+        if let Some(v) = version {
+            self.known_as(namespace, name, v);
+        }
+        self.writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&secret_key(namespace, name));
+    }
+
+    /// Whether a watch event showing `version` is the operator's own doing: a version it wrote
+    /// or checked, or any while it is writing the Secret.
+    pub fn is_own(&self, namespace: &str, name: &str, version: &str) -> bool {
+        self.is_known(namespace, name, version)
+            || self
+                .writing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&secret_key(namespace, name))
     }
 
     /// A version seen when the watch (re)listed: it becomes the known one unless the operator
@@ -283,6 +316,14 @@ mod tests {
         // A relist showing an edit made while the watch was down doesn't make it known.
         v.listed("ns", "s", "15");
         assert!(!v.is_known("ns", "s", "15"));
+        // While the operator writes, any version is its own; after, only the one written.
+        v.writing("ns", "s");
+        assert!(v.is_own("ns", "s", "16") && v.is_own("ns", "s", "17"));
+        v.written("ns", "s", Some("17"));
+        assert!(v.is_own("ns", "s", "17") && !v.is_own("ns", "s", "16"));
+        v.writing("ns", "s");
+        v.written("ns", "s", None);
+        assert!(!v.is_own("ns", "s", "18") && v.is_own("ns", "s", "17"));
         v.forget("ns", "s");
         assert!(v.is_empty());
     }

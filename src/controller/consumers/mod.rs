@@ -389,7 +389,9 @@ impl<K: TokenKind> TokenSecret<K> {
             expires_at: content.expires_at,
             renew_at: content.renew_at,
         };
-        let meta = apply_secret(
+        let ns = self.namespace();
+        self.ctx.secret_versions.writing(&ns, &self.name);
+        let result = apply_secret(
             &self.ctx,
             obj,
             &self.name,
@@ -397,11 +399,13 @@ impl<K: TokenKind> TokenSecret<K> {
             obj.secret_template(),
             &marks,
         )
-        .await?;
-        let ns = self.namespace();
-        if let Some(v) = &meta.resource_version {
-            self.ctx.secret_versions.known_as(&ns, &self.name, v);
-        }
+        .await;
+        let version = result
+            .as_ref()
+            .ok()
+            .and_then(|m| m.resource_version.as_deref());
+        self.ctx.secret_versions.written(&ns, &self.name, version);
+        let meta = result?;
         if due && !targets.is_empty() {
             self.ctx.rollouts.request(self.owner(), targets.to_vec());
         }
@@ -483,13 +487,15 @@ impl<K: TokenKind> TokenSecret<K> {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        let written = api
-            .patch(&self.name, &params, &Patch::Merge(&patch))
-            .await?;
+        self.ctx.secret_versions.writing(&ns, &self.name);
+        let result = api.patch(&self.name, &params, &Patch::Merge(&patch)).await;
+        let version = result
+            .as_ref()
+            .ok()
+            .and_then(|s| s.metadata.resource_version.as_deref());
+        self.ctx.secret_versions.written(&ns, &self.name, version);
+        let written = result?;
         self.ctx.metrics.write(K::KIND, "secret");
-        if let Some(v) = &written.metadata.resource_version {
-            self.ctx.secret_versions.known_as(&ns, &self.name, v);
-        }
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(written.metadata);
         Ok(())
     }
