@@ -71,14 +71,16 @@ struct PolicyArgs {
     /// Longest retry delay after failures (a provider's Retry-After is honoured even if longer).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     max_backoff: Duration,
-    /// Request rate allowed per provider host, shared by all resources: QPS or QPS:BURST.
+    /// Request rate allowed per provider host and credential (ARM: subscription and client;
+    /// Entra and Fabric: client; Alibaba: AccessKey or RRSA role; DataRobot: API key), shared
+    /// by all resources using that credential: QPS or QPS:BURST.
     #[arg(long, default_value = "5:10", value_name = "QPS[:BURST]")]
     provider_rate: Rate,
     /// How long a credentials Secret read from the API server is reused before it is read
     /// again (0s: read it on every reconciliation).
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     credential_cache_ttl: Duration,
-    /// Rate for one host, overriding --provider-rate (repeatable).
+    /// Cap for one host, all credentials together, on top of --provider-rate (repeatable).
     #[arg(long = "provider-host-rate", value_name = "HOST=QPS[:BURST]")]
     provider_host_rate: Vec<HostRate>,
     /// Namespace holding the Secrets that ClusterCredentials name (they can name no other).

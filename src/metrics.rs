@@ -241,7 +241,7 @@ impl Metrics {
         );
         registry.register(
             "provider_rate_limited",
-            "Provider calls delayed by the operator's per-host rate limit",
+            "Provider calls delayed by the operator's rate limits (per host and credential, host caps)",
             rate_limited.clone(),
         );
         registry.register(

@@ -87,9 +87,9 @@ async fn restart_while_applying(case: &str, control: &str, count: usize) {
         ],
     )
     .await;
-    // Default flags: with --provider-rate 5:10 per host many reconciliations wait for the
-    // provider when the control plane goes away, which is when a token can be minted and its
-    // Secret write fail.
+    // Default flags: with --provider-rate 5:10 per host and credential (one credential per
+    // provider here) many reconciliations wait for the provider when the control plane goes
+    // away, which is when a token can be minted and its Secret write fail.
     apply_retrying(&cluster, &ns, azure_secret()).await;
     apply_retrying(&cluster, &ns, ali_secret()).await;
     let ntrs = count / 2;

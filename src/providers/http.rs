@@ -6,7 +6,7 @@
 use crate::metrics::Metrics;
 use crate::providers::endpoint::origin_of;
 use crate::providers::error::{ProviderError, ProviderErrorKind, clip};
-use crate::providers::ratelimit::{HostLimiter, RateLimits};
+use crate::providers::ratelimit::{ProviderLimiter, RateKey, RateLimits};
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use std::{
@@ -28,8 +28,8 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     /// Largest response body read; larger ones are an error.
     pub max_body_bytes: usize,
-    /// Request rates per provider host (default: unlimited; the `run` command sets the
-    /// operator's defaults).
+    /// Request rates per provider host and credential, and caps per host (default:
+    /// unlimited; the `run` command sets the operator's defaults).
     pub rate_limits: RateLimits,
 }
 
@@ -150,13 +150,18 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The shared HTTP client.
+/// The shared HTTP client. Clones share the connection pool, the metrics and the rate
+/// limiter; [`HttpClient::for_credential`] makes the clone a provider client built for one
+/// credential uses, whose calls count against that credential's buckets.
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     options: HttpOptions,
-    limiter: Arc<HostLimiter>,
+    limiter: Arc<ProviderLimiter>,
+    /// The credential the calls are made with (`None`: the host's bucket for calls without
+    /// one).
+    rate_key: Option<RateKey>,
 }
 
 impl HttpClient {
@@ -185,9 +190,24 @@ impl HttpClient {
         Ok(Self {
             client,
             metrics,
-            limiter: Arc::new(HostLimiter::new(options.rate_limits.clone())),
+            limiter: Arc::new(ProviderLimiter::new(&options.rate_limits)),
             options,
+            rate_key: None,
         })
+    }
+
+    /// This client for calls made with `credential`: they wait for slots in its bucket on
+    /// each host (`--provider-rate` is per host and credential) besides any host cap.
+    pub fn for_credential(&self, credential: RateKey) -> Self {
+        Self {
+            rate_key: Some(credential),
+            ..self.clone()
+        }
+    }
+
+    /// The rate limiter the clients share (for diagnostics and tests).
+    pub fn limiter(&self) -> &Arc<ProviderLimiter> {
+        &self.limiter
     }
 
     /// The underlying reqwest client, to build requests.
@@ -214,7 +234,12 @@ impl HttpClient {
             .host_str()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if !self.limiter.acquire(&host).await.is_zero() {
+        if !self
+            .limiter
+            .acquire(&host, self.rate_key.as_ref())
+            .await
+            .is_zero()
+        {
             self.metrics.rate_limited(call.provider);
         }
         let started = std::time::Instant::now();
@@ -422,6 +447,7 @@ fn describe_transport_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::SecretString;
     use httpmock::prelude::*;
 
     fn client(timeout_ms: u64) -> HttpClient {
@@ -642,6 +668,88 @@ mod tests {
                 .encode()
                 .contains(r#"workspace_access_provider_rate_limited_total{provider="test"} 2"#),
             "the 2nd and 3rd call waited for a slot"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_credential_has_its_own_bucket_and_no_metric_names_it() {
+        let server = MockServer::start_async().await;
+        let hits = server
+            .mock_async(|when, then| {
+                when.method(GET).path("/x");
+                then.status(200).body("{}");
+            })
+            .await;
+        let metrics = Arc::new(Metrics::new());
+        let c = HttpClient::new(
+            HttpOptions {
+                rate_limits: RateLimits {
+                    default: Some("20:1".parse().unwrap()),
+                    hosts: vec![],
+                },
+                ..HttpOptions::default()
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        let key = SecretString::new("api-key-that-must-not-leak");
+        let a = c.for_credential(RateKey::secret_fingerprint(&key));
+        let b = c.for_credential(RateKey::arm("sub-b", "client-b"));
+        for client in [&a, &b, &c] {
+            let req = client.reqwest().get(server.url("/x")).build().unwrap();
+            client.execute(CALL, req).await.unwrap();
+        }
+        assert!(
+            !metrics
+                .encode()
+                .contains("workspace_access_provider_rate_limited_total{"),
+            "three credentials on one host: none waited"
+        );
+        let req = a.reqwest().get(server.url("/x")).build().unwrap();
+        a.execute(CALL, req).await.unwrap();
+        assert_eq!(hits.calls_async().await, 4);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"workspace_access_provider_rate_limited_total{provider="test"} 1"#),
+            "the second call of one credential waited for its bucket"
+        );
+        assert_eq!(c.limiter().buckets(), 3);
+        for leak in ["api-key", "sub-b", "client-b", "fingerprint"] {
+            assert!(!text.contains(leak), "{leak} in the metrics");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_cap_holds_every_credential_back() {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(GET).path("/x");
+                then.status(200).body("{}");
+            })
+            .await;
+        let metrics = Arc::new(Metrics::new());
+        let c = HttpClient::new(
+            HttpOptions {
+                rate_limits: RateLimits {
+                    default: Some("1000:1000".parse().unwrap()),
+                    hosts: vec!["127.0.0.1=20:1".parse().unwrap()],
+                },
+                ..HttpOptions::default()
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        for i in 0..3 {
+            let client = c.for_credential(RateKey::entra_client(&format!("client-{i}")));
+            let req = client.reqwest().get(server.url("/x")).build().unwrap();
+            client.execute(CALL, req).await.unwrap();
+        }
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"workspace_access_provider_rate_limited_total{provider="test"} 2"#),
+            "three credentials, one host allowing one call at once: two waited"
         );
     }
 

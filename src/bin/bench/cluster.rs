@@ -4,7 +4,7 @@
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -113,6 +113,72 @@ pub fn manifest(kind: Kind, name: &str, target: &Target, livy_managed: bool) -> 
         "kind": format!("{kind:?}"),
         "metadata": {"name": name},
         "spec": spec,
+    })
+}
+
+/// The subscription ID of subscription `k` of the subscriptions phase.
+pub fn subscription_id(k: usize) -> String {
+    format!("00000000-5ab5-0000-0000-{k:012}")
+}
+
+/// A NotebookTokenRequest in subscription `k`, with that subscription's own service principal
+/// (client ID and Secret `bench-azure-<k>`), as fifty teams with fifty subscriptions have.
+pub fn ntr_in_subscription(name: &str, target: &Target, k: usize) -> Value {
+    let base = &target.base;
+    json!({
+        "apiVersion": "workspaceaccess.io/v1alpha1",
+        "kind": "NotebookTokenRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "subscriptionId": subscription_id(k),
+            "resourceGroup": "bench",
+            "workspaceName": name,
+            "endpoint": base,
+            "azure": {"tenantId": "00000000-0000-0000-0000-000000000000",
+                      "clientId": format!("11111111-1111-1111-1111-{k:012}"),
+                      "clientSecretRef": {"name": format!("bench-azure-{k}"), "key": "clientSecret"},
+                      "authorityHost": base},
+        },
+    })
+}
+
+/// Creates the client Secrets `bench-azure-0` .. `bench-azure-<n-1>` of the subscriptions'
+/// service principals in `ns`.
+pub async fn subscription_credentials(
+    client: &kube::Client,
+    ns: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for k in 0..n {
+        let s: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("bench-azure-{k}")},
+            "stringData": {"clientSecret": format!("bench-client-secret-{k}")},
+        }))?;
+        retrying(|| async { secrets.create(&PostParams::default(), &s).await }).await?;
+    }
+    Ok(())
+}
+
+/// Watches the operator's Secrets in `ns` (metadata only) and records when each is first seen.
+pub fn watch_secrets(
+    client: &kube::Client,
+    ns: &str,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+) -> tokio::task::JoinHandle<()> {
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), ns);
+    let config =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    tokio::spawn(async move {
+        let mut events = watcher(api, config).boxed();
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event {
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(o.metadata.name.unwrap_or_default())
+                    .or_insert_with(Instant::now);
+            }
+        }
     })
 }
 

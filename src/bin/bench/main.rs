@@ -3,10 +3,14 @@
 //! ```sh
 //! cargo build --release --bins
 //! KUBECONFIG=... target/release/bench --kind mix --count 1000 --json bench.json
+//! KUBECONFIG=... target/release/bench --phases subscriptions
+//! KUBECONFIG=... target/release/bench --phases scale --scale-count 50000
 //! ```
 //!
 //! It starts in-process mock providers, runs the release operator binary as a child process
-//! (pointed at the mocks with --allow-endpoint) and measures, in phases:
+//! (pointed at the mocks with --allow-endpoint) and makes the runs `--phases` names:
+//!
+//! `throughput` (the default), in steps:
 //! 1. the API server's ceiling: the same resources applied, and as many Secret applies and
 //!    status patches as the operator makes for them, written directly with the operator's
 //!    concurrency (the operator's throughput is reported as the ratio of the two times);
@@ -17,21 +21,33 @@
 //! 5. restart with every token valid: provider calls and time until all are reconciled;
 //! 6. renewals with a short token lifetime: on time vs late, peak provider call rate.
 //!
+//! `subscriptions`: NotebookTokenRequests spread over many subscriptions, each with its own
+//! service principal, against the operator with its default flags (the default
+//! `--provider-rate` in particular): the time until every Secret exists against the API
+//! server's ceiling for the same writes, and the busiest second of one subscription.
+//!
+//! `scale`: many resources of every kind with the operator's RSS sampled every second (peak,
+//! steady, per resource), then a restart with every token valid: provider calls and the time
+//! until every resource is reconciled.
+//!
 //! Prints one table; `--json FILE` writes it as JSON too.
 
 mod cluster;
 mod mocks;
 mod operator;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use cluster::{Kind, Target, Timings};
-use mocks::{MockSettings, Op};
+use mocks::{MockSettings, Mocks, Op};
 use operator::{Operator, sum};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use workspace_access_operator::api::duration::Duration as KDuration;
+use workspace_access_operator::providers::ratelimit::RateLimits;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark workspace-access-operator against the cluster in KUBECONFIG")]
@@ -92,10 +108,62 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The runs to make, comma-separated: throughput (the ceiling, single resources, --count
+    /// resources at once, idle, restart, renewals), subscriptions (--subscription-count
+    /// NotebookTokenRequests over --subscriptions subscriptions, default operator flags),
+    /// scale (--scale-count resources of every kind, RSS every second, restart).
+    #[arg(long, value_delimiter = ',', default_value = "throughput")]
+    phases: Vec<Phase>,
+    /// Subscriptions (each with its own service principal) in the subscriptions run.
+    #[arg(long, default_value_t = 50)]
+    subscriptions: usize,
+    /// NotebookTokenRequests in the subscriptions run.
+    #[arg(long, default_value_t = 1000)]
+    subscription_count: usize,
+    /// Order in which the subscriptions run applies its resources: interleaved (resource i in
+    /// subscription i mod --subscriptions) or grouped (each subscription's resources one after
+    /// the other).
+    #[arg(long, value_enum, default_value = "interleaved")]
+    subscription_order: Order,
+    /// Resources (a third of each kind) in the scale run.
+    #[arg(long, default_value_t = 50_000)]
+    scale_count: usize,
 }
+
+/// One run of the bench.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    /// The ceiling, single resources, --count at once, idle, restart, renewals.
+    Throughput,
+    /// NotebookTokenRequests over many subscriptions with the operator's default flags.
+    Subscriptions,
+    /// Many resources with RSS sampled every second, and a restart.
+    Scale,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Throughput => "throughput",
+            Phase::Subscriptions => "subscriptions",
+            Phase::Scale => "scale",
+        }
+    }
+}
+
+/// How the subscriptions run orders its resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Order {
+    Interleaved,
+    Grouped,
+}
+
+/// The operator's default `--concurrency`.
+const DEFAULT_CONCURRENCY: usize = 16;
 
 #[derive(Serialize, Default)]
 struct Row {
+    phase: String,
     metric: String,
     value: String,
     target: String,
@@ -106,11 +174,15 @@ struct Report {
     machine: String,
     command: String,
     rows: Vec<Row>,
+    /// The run the rows being added belong to.
+    #[serde(skip)]
+    phase: &'static str,
 }
 
 impl Report {
     fn add(&mut self, metric: &str, value: impl ToString, target: &str) {
         let row = Row {
+            phase: self.phase.into(),
             metric: metric.into(),
             value: value.to_string(),
             target: target.into(),
@@ -130,6 +202,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
 }
 
 fn kinds_for(kind: &str, count: usize) -> anyhow::Result<Vec<Kind>> {
@@ -181,7 +261,7 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("workspace-access-operator"),
     };
-    let mut report = Report {
+    let report = Report {
         machine: machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         ..Default::default()
@@ -195,10 +275,100 @@ async fn main() -> anyhow::Result<()> {
         short_lifetime: args.renewal_lifetime.get(),
     })
     .await?;
-    let target = Target {
-        base: format!("http://{addr}"),
+    let mut phases = args.phases.clone();
+    phases.dedup();
+    let mut bench = Bench {
+        target: Target {
+            base: format!("http://{addr}"),
+        },
+        run_id: format!("{:x}", rand::random::<u32>()),
+        args,
+        client,
+        binary,
+        addr,
+        mocks,
+        report,
     };
-    let run_id = format!("{:x}", rand::random::<u32>());
+    for phase in phases {
+        bench.report.phase = phase.name();
+        match phase {
+            Phase::Throughput => throughput(&mut bench).await?,
+            Phase::Subscriptions => bench.subscriptions().await?,
+            Phase::Scale => bench.scale().await?,
+        }
+    }
+    let report = &mut bench.report;
+    report.phase = "";
+    report.add(
+        "bench writes retried after a transient API-server error",
+        cluster::RETRIED.load(std::sync::atomic::Ordering::Relaxed),
+        "",
+    );
+
+    println!("\n| metric | value | target |\n|---|---|---|");
+    for r in &report.rows {
+        println!("| {} | {} | {} |", r.metric, r.value, r.target);
+    }
+    println!("\nmachine: {}\ncommand: {}", report.machine, report.command);
+    if let Some(path) = &bench.args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// What every run needs: the arguments, the cluster, the operator binary, the mocks, the report.
+struct Bench {
+    args: Args,
+    client: kube::Client,
+    binary: PathBuf,
+    addr: SocketAddr,
+    target: Target,
+    mocks: Arc<Mocks>,
+    run_id: String,
+    report: Report,
+}
+
+impl Bench {
+    /// The operator's arguments in the throughput and scale runs: the mocks allowed, the
+    /// bench's concurrency and provider rate, and the extra `--operator-arg`s.
+    fn throughput_args(&self) -> Vec<String> {
+        let mut op_args = vec![
+            format!("--allow-endpoint={}", self.addr),
+            format!("--concurrency={}", self.args.concurrency),
+            format!("--provider-rate={}", self.args.provider_rate),
+        ];
+        op_args.extend(self.args.operator_args.iter().cloned());
+        op_args
+    }
+
+    /// The operator's arguments with its default flags: only the mocks allowed (and
+    /// `--concurrency` if the bench's differs from the default, and the extra
+    /// `--operator-arg`s).
+    fn default_args(&self) -> Vec<String> {
+        let mut op_args = vec![format!("--allow-endpoint={}", self.addr)];
+        if self.args.concurrency != DEFAULT_CONCURRENCY {
+            op_args.push(format!("--concurrency={}", self.args.concurrency));
+        }
+        op_args.extend(self.args.operator_args.iter().cloned());
+        op_args
+    }
+}
+
+/// The throughput run: ceiling, single resources, N at once, idle, restart, renewals.
+async fn throughput(bench: &mut Bench) -> anyhow::Result<()> {
+    let op_args = bench.throughput_args();
+    let (client, binary, target) = (
+        bench.client.clone(),
+        bench.binary.clone(),
+        bench.target.clone(),
+    );
+    let Bench {
+        args,
+        mocks,
+        run_id,
+        report,
+        ..
+    } = bench;
     let kinds = kinds_for(&args.kind, args.count)?;
     let distinct_kinds = {
         let mut k = kinds.clone();
@@ -206,12 +376,6 @@ async fn main() -> anyhow::Result<()> {
         k.dedup();
         k.len()
     };
-    let mut op_args = vec![
-        format!("--allow-endpoint={addr}"),
-        format!("--concurrency={}", args.concurrency),
-        format!("--provider-rate={}", args.provider_rate),
-    ];
-    op_args.extend(args.operator_args.iter().cloned());
 
     // 1. The API server's ceiling, before the operator runs: the writes the operator's work
     // needs (the resources, their Secrets, their status), made directly.
@@ -571,21 +735,342 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("cleanup: {e:#}");
     }
     op.stop().await?;
-    report.add(
-        "bench writes retried after a transient API-server error",
-        cluster::RETRIED.load(std::sync::atomic::Ordering::Relaxed),
-        "",
-    );
-
-    println!("\n| metric | value | target |\n|---|---|---|");
-    for r in &report.rows {
-        println!("| {} | {} | {} |", r.metric, r.value, r.target);
-    }
-    println!("\nmachine: {}\ncommand: {}", report.machine, report.command);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-    }
     Ok(())
+}
+
+impl Bench {
+    /// The subscriptions run: `--subscription-count` NotebookTokenRequests over
+    /// `--subscriptions` subscriptions, each with its own service principal, against the
+    /// operator with its default flags; the time until every Secret exists against the API
+    /// server's ceiling for the same writes.
+    async fn subscriptions(&mut self) -> anyhow::Result<()> {
+        let op_args = self.default_args();
+        let Bench {
+            args,
+            client,
+            binary,
+            target,
+            mocks,
+            run_id,
+            report,
+            ..
+        } = self;
+        let n = args.subscription_count;
+        let subs = args.subscriptions.max(1);
+        eprintln!(
+            "\n== {n} NotebookTokenRequests over {subs} subscriptions ({:?}), operator flags: {}",
+            args.subscription_order,
+            op_args.join(" ")
+        );
+
+        // The ceiling for the same writes: the resources, their Secrets, their status.
+        let ceiling_ns = format!("bench-subs-ceiling-{run_id}");
+        cluster::namespace(client, &ceiling_ns).await?;
+        let (creates, rest) =
+            cluster::direct_writes(client, &ceiling_ns, n, n, args.concurrency).await?;
+        cluster::delete_namespace(client, &ceiling_ns, Duration::from_secs(300)).await?;
+        let ceiling = creates + rest;
+        report.add(
+            "subscriptions: direct: N resources + N Secrets + N status patches",
+            secs(ceiling),
+            "",
+        );
+
+        let ns = format!("bench-subs-{run_id}");
+        cluster::namespace(client, &ns).await?;
+        cluster::subscription_credentials(client, &ns, subs).await?;
+        let op = Operator::start(binary, &op_args, args.operator_log.as_ref()).await?;
+        let secrets_seen = Arc::new(Mutex::new(HashMap::new()));
+        let secret_watch = cluster::watch_secrets(client, &ns, secrets_seen.clone());
+        let timings = Arc::new(Mutex::new(Timings::default()));
+        let kind = Kind::NotebookTokenRequest;
+        let ready_watch = cluster::watch_ready(client, &ns, kind, timings.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = op.counters().await?;
+        let start = Instant::now();
+        let items = (0..n)
+            .map(|i| {
+                let k = match args.subscription_order {
+                    Order::Interleaved => i % subs,
+                    Order::Grouped => i * subs / n.max(1),
+                };
+                let name = cluster::name("sub", i);
+                (kind, cluster::ntr_in_subscription(&name, target, k))
+            })
+            .collect();
+        cluster::apply_all(client, &ns, items, args.apply_parallel, &timings).await?;
+        let applied_in = start.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let count =
+            |m: &Mutex<HashMap<String, Instant>>| m.lock().unwrap_or_else(|e| e.into_inner()).len();
+        while count(&secrets_seen) < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} Secrets after 30 min",
+                count(&secrets_seen)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secrets_at = start.elapsed();
+        let ready = || {
+            timings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ready
+                .len()
+        };
+        while ready() < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} Ready after 30 min",
+                ready()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ready_at = start.elapsed();
+        let after = op.counters().await?;
+        let held_back = sum(&after, "workspace_access_provider_rate_limited_total", &[])
+            - sum(&before, "workspace_access_provider_rate_limited_total", &[]);
+        let arm_calls = mocks.count_since(start, |o| o == Op::ArmNotebookToken);
+        let entra_calls = mocks.count_since(start, |o| o == Op::EntraToken);
+        let rate = RateLimits::operator_default()
+            .default
+            .ok_or_else(|| anyhow::anyhow!("the operator has no default rate"))?;
+        let (busiest, _) = mocks.peak_per_group_since(
+            start,
+            Duration::from_secs(1),
+            Op::ArmNotebookToken,
+            |key| key.split('/').next().unwrap_or("").to_owned(),
+        );
+        report.add(
+            "subscriptions: applied by the bench in",
+            secs(applied_in),
+            "",
+        );
+        report.add(
+            "subscriptions: time until every Secret exists",
+            secs(secrets_at),
+            "",
+        );
+        report.add(
+            "subscriptions: time until every resource is Ready",
+            secs(ready_at),
+            "",
+        );
+        report.add(
+            "subscriptions: every Secret / direct writes",
+            format!("{:.2}x", secrets_at.as_secs_f64() / ceiling.as_secs_f64()),
+            "<= 1.5x",
+        );
+        report.add(
+            "subscriptions: ARM calls per resource",
+            format!("{:.2}", arm_calls as f64 / n as f64),
+            "1",
+        );
+        report.add(
+            "subscriptions: Entra calls (one principal per subscription)",
+            entra_calls,
+            &format!("{subs}"),
+        );
+        report.add(
+            "subscriptions: most ARM calls for one subscription in any 1 s",
+            busiest,
+            &format!(
+                "<= {:.0} (burst + 1 s x QPS of the default {rate})",
+                f64::from(rate.burst) + rate.per_second
+            ),
+        );
+        report.add(
+            "subscriptions: calls held back by the rate limit",
+            held_back,
+            "",
+        );
+        secret_watch.abort();
+        ready_watch.abort();
+        if let Err(e) = cluster::delete_namespace(client, &ns, Duration::from_secs(600)).await {
+            eprintln!("cleanup: {e:#}");
+        }
+        op.stop().await?;
+        Ok(())
+    }
+
+    /// The scale run: `--scale-count` resources of every kind with the operator's RSS sampled
+    /// every second (peak, steady over `--idle`, per resource), then a restart with every token
+    /// valid: provider calls and the time until every resource is reconciled.
+    async fn scale(&mut self) -> anyhow::Result<()> {
+        let op_args = self.throughput_args();
+        let Bench {
+            args,
+            client,
+            binary,
+            target,
+            mocks,
+            run_id,
+            report,
+            ..
+        } = self;
+        let n = args.scale_count;
+        let kinds = kinds_for("mix", n)?;
+        eprintln!("\n== scale: {n} resources (mix), RSS every second");
+        let ns = format!("bench-scale-{run_id}");
+        cluster::namespace(client, &ns).await?;
+        for (i, k) in kinds.iter().enumerate() {
+            if *k == Kind::LivyToken && !args.livy_managed {
+                mocks.seed_emr_token(&format!("lctk-{}", cluster::name("s", i)));
+            }
+        }
+        let run_start = Instant::now();
+        let op = Operator::start(binary, &op_args, args.operator_log.as_ref()).await?;
+        let rss = op.sample_rss(Duration::from_secs(1));
+        let timings = Arc::new(Mutex::new(Timings::default()));
+        let watches: Vec<_> = [
+            Kind::NotebookTokenRequest,
+            Kind::LivyToken,
+            Kind::WorkspaceView,
+        ]
+        .into_iter()
+        .map(|k| cluster::watch_ready(client, &ns, k, timings.clone()))
+        .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let baseline = op.memory().rss_kib;
+        let cpu_before = op.cpu();
+        let start = Instant::now();
+        let items = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    *k,
+                    cluster::manifest(*k, &cluster::name("s", i), target, args.livy_managed),
+                )
+            })
+            .collect();
+        cluster::apply_all(client, &ns, items, args.apply_parallel, &timings).await?;
+        let applied_in = start.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let ready = || {
+            timings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ready
+                .len()
+        };
+        while ready() < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} Ready after 60 min",
+                ready()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let converged = start.elapsed();
+        let cpu_used = op.cpu().saturating_sub(cpu_before);
+        let resource_calls = mocks.count_since(start, Op::is_resource_call);
+        eprintln!("  converged; idle {} for the steady RSS", args.idle);
+        let idle_start = Instant::now();
+        tokio::time::sleep(args.idle.get()).await;
+        let steady = rss.median_since(idle_start);
+        let peak = rss.peak_since(run_start).max(op.memory().peak_rss_kib);
+        report.add(
+            "scale: N resources applied by the bench in",
+            secs(applied_in),
+            "",
+        );
+        report.add(
+            "scale: N resources: total time to converge",
+            secs(converged),
+            "",
+        );
+        report.add(
+            "scale: provider calls per resource",
+            format!("{:.2}", resource_calls as f64 / n as f64),
+            "1",
+        );
+        report.add(
+            "scale: operator CPU time to converge",
+            format!(
+                "{:.1} s ({:.2} ms per resource)",
+                cpu_used.as_secs_f64(),
+                cpu_used.as_secs_f64() * 1000.0 / n as f64
+            ),
+            "",
+        );
+        report.add(
+            "scale: operator peak RSS (sampled every second, and VmHWM)",
+            mib(peak),
+            "< 250 MiB",
+        );
+        report.add(
+            "scale: operator steady RSS (median over the idle period)",
+            mib(steady),
+            "",
+        );
+        report.add(
+            "scale: operator RSS before the resources",
+            mib(baseline),
+            "",
+        );
+        report.add(
+            "scale: RSS per resource ((steady - before) / N)",
+            format!(
+                "{:.1} KiB",
+                steady.saturating_sub(baseline) as f64 / n as f64
+            ),
+            "",
+        );
+        drop(rss);
+
+        eprintln!("\n== scale: restart with every token valid");
+        op.stop().await?;
+        let restart_start = Instant::now();
+        let op = Operator::start(binary, &op_args, args.operator_log.as_ref()).await?;
+        let ready_after = restart_start.elapsed();
+        let rss = op.sample_rss(Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let c = op.counters().await?;
+            if sum(&c, "workspace_access_reconciles_total", &[]) >= n as f64 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "not all resources reconciled within 10 min of the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let all_reconciled = restart_start.elapsed();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        report.add("scale: restart: operator ready after", ms(ready_after), "");
+        report.add(
+            "scale: restart: every resource reconciled after",
+            secs(all_reconciled),
+            "< 60 s",
+        );
+        report.add(
+            "scale: restart: provider calls",
+            mocks.count_since(restart_start, |_| true),
+            "0",
+        );
+        report.add(
+            "scale: restart: operator peak RSS",
+            mib(rss.peak_since(restart_start).max(op.memory().peak_rss_kib)),
+            "< 250 MiB",
+        );
+        eprintln!(
+            "  restart calls by operation: {}",
+            mocks.breakdown_since(restart_start)
+        );
+        drop(rss);
+        for w in watches {
+            w.abort();
+        }
+        // Delete while the operator runs: it removes managed LivyTokens' finalizers.
+        if let Err(e) = cluster::delete_namespace(client, &ns, Duration::from_secs(3600)).await {
+            eprintln!("cleanup: {e:#}");
+        }
+        op.stop().await?;
+        Ok(())
+    }
 }
 
 async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {

@@ -138,6 +138,38 @@ impl Mocks {
         best as u64
     }
 
+    /// Highest number of `op` calls in any `window` since `since` for one group of calls, the
+    /// group named by `group` from a call's key (e.g. its subscription); with that group.
+    pub fn peak_per_group_since(
+        &self,
+        since: Instant,
+        window: Duration,
+        op: Op,
+        group: impl Fn(&str) -> String,
+    ) -> (u64, String) {
+        let mut by_group: HashMap<String, Vec<Instant>> = HashMap::new();
+        for (t, o, key) in self.calls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if *t >= since && *o == op {
+                by_group.entry(group(key)).or_default().push(*t);
+            }
+        }
+        let mut best = (0u64, String::new());
+        for (g, mut times) in by_group {
+            times.sort();
+            let mut start = 0usize;
+            for end in 0..times.len() {
+                while times[end].duration_since(times[start]) >= window {
+                    start += 1;
+                }
+                let n = (end - start + 1) as u64;
+                if n > best.0 {
+                    best = (n, g.clone());
+                }
+            }
+        }
+        best
+    }
+
     /// Renewals of notebook tokens for workspaces starting with `prefix`: (on time, late). A
     /// renewal is on time when the new token was handed out before the previous one expired.
     pub fn renewals(&self, prefix: &str) -> (u64, u64) {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running operator.
@@ -85,21 +86,30 @@ impl Operator {
 
     /// Current and peak resident memory.
     pub fn memory(&self) -> Memory {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid())) else {
-            return Memory::default();
+        memory_of(self.pid())
+    }
+
+    /// Samples the operator's resident memory every `every` until dropped.
+    pub fn sample_rss(&self, every: Duration) -> RssSampler {
+        let pid = self.pid();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let task = {
+            let samples = samples.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let rss = memory_of(pid).rss_kib;
+                    if rss > 0 {
+                        samples
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((Instant::now(), rss));
+                    }
+                }
+            })
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        Memory {
-            rss_kib: field("VmRSS:"),
-            peak_rss_kib: field("VmHWM:"),
-        }
+        RssSampler { samples, task }
     }
 
     /// CPU time (user + system) the operator has used so far.
@@ -177,4 +187,67 @@ pub fn sum(counters: &BTreeMap<String, f64>, prefix: &str, needles: &[&str]) -> 
         .filter(|(k, _)| k.starts_with(prefix) && needles.iter().all(|n| k.contains(n)))
         .map(|(_, v)| v)
         .sum()
+}
+
+/// Current and peak resident memory of process `pid` (zeros once it is gone).
+fn memory_of(pid: u32) -> Memory {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Memory::default();
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Memory {
+        rss_kib: field("VmRSS:"),
+        peak_rss_kib: field("VmHWM:"),
+    }
+}
+
+/// The operator's resident memory, sampled at a fixed interval (stops when dropped).
+pub struct RssSampler {
+    samples: Arc<Mutex<Vec<(Instant, u64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    /// The samples so far: when, and RSS in KiB.
+    pub fn samples(&self) -> Vec<(Instant, u64)> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The highest sample since `since` (KiB).
+    pub fn peak_since(&self, since: Instant) -> u64 {
+        self.samples()
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, kib)| *kib)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The median of the samples since `since` (KiB).
+    pub fn median_since(&self, since: Instant) -> u64 {
+        let mut v: Vec<u64> = self
+            .samples()
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, kib)| *kib)
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -15,7 +15,11 @@
 //!   allows, and only towards official hosts;
 //! - provider tokens (Entra access tokens, STS credentials) are cached per credential and shared
 //!   by every resource, in every namespace; a 401 from the provider drops the cached Entra
-//!   token, and so does a change of a ClusterCredential or of its client secret.
+//!   token, and so does a change of a ClusterCredential or of its client secret;
+//! - each provider client's calls count against the rate-limit bucket of the credential it
+//!   was built for, named by what the provider throttles: the subscription and client for ARM,
+//!   the client for Fabric, the AccessKey ID or the RRSA role for Alibaba, a fingerprint of the
+//!   API key for DataRobot (the Entra and STS caches key their own calls by client and role).
 
 use crate::api::cluster_credential::{ClusterCredential, CredentialProvider, ProviderCredentials};
 use crate::api::common::{
@@ -45,6 +49,7 @@ use crate::providers::endpoint::{EndpointPolicy, Service};
 use crate::providers::error::{ProviderError, ProviderErrorKind};
 use crate::providers::fabric::{self, FabricClient, RoleAssignments, TokenSource};
 use crate::providers::http::HttpClient;
+use crate::providers::ratelimit::RateKey;
 use crate::redact::SecretString;
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -502,7 +507,10 @@ impl ClientFactory for LiveClients {
         let request = auth.token_request(cloud.resource_manager_scope);
         self.note_cluster_request(&origin, &request);
         Ok(Arc::new(ArmNotebookTokens {
-            http: self.http.clone(),
+            // ARM throttles per subscription and principal.
+            http: self
+                .http
+                .for_credential(RateKey::arm(&spec.subscription_id, &azure.client_id)),
             entra: self.entra.clone(),
             clock: self.clock.clone(),
             request,
@@ -603,7 +611,9 @@ impl ClientFactory for LiveClients {
             clock: self.clock.clone(),
         };
         Ok(Arc::new(FabricClient::new(
-            self.http.clone(),
+            // Fabric throttles per principal.
+            self.http
+                .for_credential(RateKey::entra_client(&azure.client_id)),
             self.endpoints.clone(),
             endpoint,
             Arc::new(token),
@@ -665,7 +675,9 @@ impl ClientFactory for LiveClients {
             DataRobotAuthScheme::Bearer => AuthScheme::Bearer,
         };
         Ok(Arc::new(DataRobotClient::new(
-            self.http.clone(),
+            // DataRobot throttles per API key, known here by a fingerprint only.
+            self.http
+                .for_credential(RateKey::secret_fingerprint(&token.value)),
             self.endpoints.clone(),
             endpoint,
             &token.value,
@@ -754,6 +766,16 @@ impl EmrLivyTokens {
     /// hosts only.
     async fn client(&self, at: &LivyLocation) -> Result<EmrSparkClient, Error> {
         let credentials = self.credentials().await?.clone();
+        // Alibaba throttles per account: the AccessKey, or the role RRSA assumes (whose
+        // temporary AccessKey IDs change with every STS exchange).
+        let rate_key = match &self.keys {
+            AlibabaKeys::AccessKey(c) => Some(RateKey::access_key_id(&c.access_key_id)),
+            AlibabaKeys::Rrsa => self.rrsa.rate_key(),
+        };
+        let http = match rate_key {
+            Some(key) => self.http.for_credential(key),
+            None => self.http.clone(),
+        };
         let raw = at.endpoint.as_deref().filter(|e| !e.is_empty());
         let default = emr_spark::default_endpoint(&at.compute.region_id);
         let url = self
@@ -766,7 +788,7 @@ impl EmrLivyTokens {
         if matches!(self.keys, AlibabaKeys::Rrsa) {
             EndpointPolicy::require_official(Service::EmrServerlessSpark, &url)?;
         }
-        Ok(EmrSparkClient::new(self.http.clone(), url, credentials))
+        Ok(EmrSparkClient::new(http, url, credentials))
     }
 }
 
@@ -1017,6 +1039,149 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.reason(), Reason::CredentialsNotFound);
         assert_eq!(err.to_string(), "ClusterCredential nope not found");
+    }
+
+    /// A factory whose HTTP client allows each (host, credential) one call at once (then 20
+    /// per second), with Secrets "sp" (an Azure client secret) and "dr-a", "dr-b" (DataRobot
+    /// API keys) in team-a, and `server` allowed.
+    fn rate_limited_clients(server: &httpmock::MockServer) -> (LiveClients, Arc<Metrics>) {
+        let mut secrets = StaticSecretSource::default();
+        for (name, data) in [
+            ("sp", serde_json::json!({"clientSecret": "s3cret"})),
+            ("dr-a", serde_json::json!({"apiToken": "dr-key-a"})),
+            ("dr-b", serde_json::json!({"apiToken": "dr-key-b"})),
+        ] {
+            let s: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "team-a"}, "stringData": data
+            }))
+            .unwrap();
+            secrets.insert(s, "team-a");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let http = HttpClient::new(
+            HttpOptions {
+                rate_limits: crate::providers::ratelimit::RateLimits {
+                    default: Some("20:1".parse().unwrap()),
+                    hosts: vec![],
+                },
+                ..HttpOptions::default()
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        let allow = server.address().to_string();
+        let clients = LiveClients::new(
+            http,
+            EndpointPolicy::new(vec![allow.parse().unwrap()]),
+            PodIdentityPolicy::default(),
+            Arc::new(secrets),
+            Arc::new(SystemClock),
+        );
+        (clients, metrics)
+    }
+
+    fn rate_limited(metrics: &Metrics, provider: &str) -> u64 {
+        let prefix =
+            format!("workspace_access_provider_rate_limited_total{{provider=\"{provider}\"}} ");
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|n| n.parse().unwrap()))
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn arm_calls_count_against_their_subscription_and_principal() {
+        use httpmock::prelude::*;
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.method(POST).path_suffix("/oauth2/v2.0/token");
+                then.status(200).json_body(serde_json::json!({
+                    "access_token": "entra", "expires_in": 3600, "token_type": "Bearer"}));
+            })
+            .await;
+        let arm = server
+            .mock_async(|when, then| {
+                when.method(POST).path_suffix("/listNotebookAccessToken");
+                then.status(200)
+                    .json_body(serde_json::json!({"accessToken": "nb", "expiresIn": 3600}));
+            })
+            .await;
+        let (clients, metrics) = rate_limited_clients(&server);
+        let spec = |subscription: &str| -> NotebookTokenRequestSpec {
+            serde_json::from_value(serde_json::json!({
+                "subscriptionId": subscription, "resourceGroup": "rg", "workspaceName": "ws",
+                "endpoint": server.base_url(),
+                "azure": {"tenantId": "contoso.onmicrosoft.com",
+                          "clientId": "11111111-1111-1111-1111-111111111111",
+                          "clientSecretRef": {"name": "sp", "key": "clientSecret"},
+                          "authorityHost": server.base_url()}
+            }))
+            .unwrap()
+        };
+        let a = "00000000-0000-0000-0000-00000000000a";
+        let b = "00000000-0000-0000-0000-00000000000b";
+        for sub in [a, b] {
+            let tokens = clients.notebook_tokens("team-a", &spec(sub)).await.unwrap();
+            tokens.notebook_access_token().await.unwrap();
+        }
+        assert_eq!(
+            rate_limited(&metrics, "azure_ml"),
+            0,
+            "two subscriptions: two buckets"
+        );
+        // One principal in a subscription, again: its one slot is spent.
+        let tokens = clients.notebook_tokens("team-a", &spec(a)).await.unwrap();
+        tokens.notebook_access_token().await.unwrap();
+        assert_eq!(rate_limited(&metrics, "azure_ml"), 1);
+        assert_eq!(arm.calls_async().await, 3);
+        // The one Entra call (the token is cached) had the client's own bucket.
+        assert_eq!(rate_limited(&metrics, "entra"), 0);
+    }
+
+    #[tokio::test]
+    async fn datarobot_calls_count_against_their_api_key() {
+        use httpmock::prelude::*;
+        let server = MockServer::start_async().await;
+        let roles = server
+            .mock_async(|when, then| {
+                when.method(GET).path("/api/v2/notebooks/sharedRoles/");
+                then.status(200).json_body(serde_json::json!({"data": [
+                    {"notebookId": "nb-1", "roles": []}]}));
+            })
+            .await;
+        let (clients, metrics) = rate_limited_clients(&server);
+        let source = |secret: &str| -> DataRobotSource {
+            serde_json::from_value(serde_json::json!({
+                "endpoint": format!("{}/api/v2", server.base_url()),
+                "notebookIds": ["nb-1"],
+                "apiTokenRef": {"name": secret, "key": "apiToken"}
+            }))
+            .unwrap()
+        };
+        let ids = vec!["nb-1".to_owned()];
+        for secret in ["dr-a", "dr-b"] {
+            let inventory = clients
+                .datarobot_inventory("team-a", &source(secret))
+                .await
+                .unwrap();
+            inventory.shared_roles(&ids).await.unwrap();
+        }
+        assert_eq!(
+            rate_limited(&metrics, "datarobot"),
+            0,
+            "two keys: two buckets"
+        );
+        let inventory = clients
+            .datarobot_inventory("team-a", &source("dr-a"))
+            .await
+            .unwrap();
+        inventory.shared_roles(&ids).await.unwrap();
+        assert_eq!(rate_limited(&metrics, "datarobot"), 1, "one key, again");
+        assert_eq!(roles.calls_async().await, 3);
+        let text = metrics.encode();
+        assert!(!text.contains("dr-key"), "{text}");
     }
 
     #[tokio::test]

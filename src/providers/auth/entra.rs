@@ -21,6 +21,7 @@ use crate::providers::endpoint::{EndpointPolicy, Service, origin_of};
 use crate::providers::error::{ProviderError, ProviderErrorKind, clip, scrub};
 use crate::providers::http::{Call, HttpClient, ProviderResponse};
 use crate::providers::lenient::opt_seconds;
+use crate::providers::ratelimit::RateKey;
 use crate::providers::segment;
 use crate::redact::SecretString;
 use crate::time::{add, sub};
@@ -348,6 +349,8 @@ async fn fetch(
         }
         (EntraCredential::WorkloadIdentity, None) => "",
     };
+    // Entra throttles per application (client).
+    let http = http.for_credential(RateKey::entra_client(&req.client_id));
     let request = http
         .reqwest()
         .post(url)

@@ -14,6 +14,7 @@ use crate::providers::auth::acs3::{self, AcsCredentials};
 use crate::providers::endpoint::{EndpointPolicy, Service};
 use crate::providers::error::{ProviderError, ProviderErrorKind};
 use crate::providers::http::{Call, HttpClient};
+use crate::providers::ratelimit::RateKey;
 use crate::redact::SecretString;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -157,6 +158,14 @@ impl RrsaCredentials {
         }
     }
 
+    /// The rate-limit bucket of calls made with these credentials: the role's (`None` when
+    /// RRSA is not configured).
+    pub fn rate_key(&self) -> Option<RateKey> {
+        RrsaConfig::from_env(self.env.as_ref())
+            .ok()
+            .map(|c| RateKey::sts_role(&c.role_arn))
+    }
+
     /// Valid STS credentials: the cached ones, or new ones from `AssumeRoleWithOIDC`. Callers
     /// arriving while a request is under way wait for its result.
     pub async fn credentials(
@@ -249,6 +258,8 @@ pub async fn assume_role_with_oidc(
     let mut url = config.sts_endpoint.clone();
     url.set_path("/");
     url.set_query(Some(&query));
+    // STS limits per account; the role names it.
+    let http = http.for_credential(RateKey::sts_role(&config.role_arn));
     let request = http
         .reqwest()
         .get(url)

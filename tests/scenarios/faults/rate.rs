@@ -1,5 +1,5 @@
 //! Rate limiting and concurrency, through the real controllers: many resources of every kind
-//! created at once never make the providers' host see more than `--provider-rate` allows
+//! created at once never make the providers' host see more than `--provider-host-rate` allows
 //! (measured from the providers' own arrival times), the reconcile concurrency bounds the
 //! calls in flight, and tokens minted together are not renewed together.
 
@@ -9,7 +9,7 @@ use crate::support::fake_api::FakeApiServer;
 use std::time::Instant;
 use workspace_access_operator::api::common::RENEW_AT_ANNOTATION;
 use workspace_access_operator::controller::SystemClock;
-use workspace_access_operator::providers::ratelimit::Rate;
+use workspace_access_operator::providers::ratelimit::{HostRate, Rate};
 
 async fn run_until(
     s: &FakeApiServer,
@@ -41,7 +41,10 @@ fn datarobot_ids_view(name: &str, dr: &Stub) -> WorkspaceView {
 
 /// 300 resources (100 of each kind) created at once against providers that all live on one
 /// host, 127.0.0.1, limited to 100 calls/s with bursts of 10: in no window of one second do
-/// the providers see more than the bucket allows.
+/// the providers see more than the bucket allows. Each kind uses its own credential, and
+/// `--provider-rate` is per host and credential, so the host's limit is the cap of
+/// `--provider-host-rate` (each credential is given the same rate: it alone could use all of
+/// it).
 #[tokio::test]
 async fn three_hundred_resources_at_once_stay_under_the_per_host_rate() {
     const PER_KIND: usize = 100;
@@ -77,12 +80,16 @@ async fn three_hundred_resources_at_once_stay_under_the_per_host_rate() {
                 && is_ready(&s, "workspaceviews", &format!("wsv-{i:03}"))
         })
     };
+    let rate = Rate {
+        per_second: RATE,
+        burst: BURST,
+    };
     let limits = RateLimits {
-        default: Some(Rate {
-            per_second: RATE,
-            burst: BURST,
-        }),
-        hosts: vec![],
+        default: Some(rate),
+        hosts: vec![HostRate {
+            host: "127.0.0.1".into(),
+            rate,
+        }],
     };
     run_until(&s, limits, 16, "300 resources Ready", all_ready).await;
 
