@@ -288,13 +288,13 @@ impl<K: TokenKind> TokenSecret<K> {
             None => {
                 info!(kind = K::KIND, namespace = %ns, name = %self.obj.name_any(),
                       secret = %self.name, keys = %keys,
-                      "Secret changed outside the operator and its token is not known; getting a new one");
+                      "Secret changed outside the operator and its token is not known; asking the provider");
                 self.notice(
                     "SecretRestored",
                     false,
                     format!(
                         "key(s) {keys} of Secret {} were changed or removed outside the \
-                         operator, with the token; getting a new token",
+                         operator, the token among them; getting the token from the provider",
                         self.name
                     ),
                 );
