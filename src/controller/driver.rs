@@ -10,11 +10,11 @@ use crate::providers::error::clip;
 use crate::time::{add, duration_between};
 use async_trait::async_trait;
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -263,7 +263,7 @@ async fn sync_and_report<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
             Ok(Action::await_change())
         }
         Err(err) => {
-            let delay = failure_delay(obj.as_ref(), &ctx, &err);
+            let delay = failure_delay(obj.as_ref(), &ctx, &err, now);
             report_failure(&obj, checkpoint, &ctx, &err, None, delay, now).await?;
             Ok(match delay {
                 Some(d) => Action::requeue(d.max(MIN_REQUEUE)),
@@ -324,20 +324,38 @@ async fn cleanup_and_report<K: Reconciler>(
     }
 }
 
-/// When to retry after `err`: `None` waits for a change of the resource.
-fn failure_delay<K: Resource>(obj: &K, ctx: &Context, err: &Error) -> Option<Duration> {
+/// When to retry after `err`: `None` waits for a change of the resource. While the token in
+/// the resource's Secret is still valid, the retry comes before it expires, at most half the
+/// time it has left (but not sooner than `--base-backoff`), however long the backoff has
+/// grown: a renewal failing again and again gets several more tries in before the token runs
+/// out, and back off normally once it has. A provider's `Retry-After` is still honoured.
+fn failure_delay<K: ManagedKind>(
+    obj: &K,
+    ctx: &Context,
+    err: &Error,
+    now: Timestamp,
+) -> Option<Duration> {
     match err.retry() {
         Retry::OnSpecChange => None,
         Retry::Backoff(retry_after) => {
             let key = object_key(obj);
             let failures = ctx.backoff.failed(&key);
-            Some(retry_delay(
+            let delay = retry_delay(
                 failures,
                 retry_after,
                 ctx.settings.base_backoff,
                 ctx.settings.max_backoff,
                 &key,
-            ))
+            );
+            let left = obj
+                .status()
+                .and_then(|s| s.token_expires_at())
+                .filter(|e| *e > now)
+                .map(|e| duration_between(now, e));
+            Some(match (retry_after, left) {
+                (None, Some(left)) => delay.min((left / 2).max(ctx.settings.base_backoff)),
+                _ => delay,
+            })
         }
     }
 }

@@ -746,7 +746,10 @@ async fn a_token_whose_secret_write_failed_is_written_later_without_minting_agai
     );
     let st = status(&d.s, "ml");
     assert_eq!(ready_of(&st).unwrap().0, "True");
-    assert_eq!(st["publicDns"], "nb.example", "the status describes the token");
+    assert_eq!(
+        st["publicDns"], "nb.example",
+        "the status describes the token"
+    );
     // The same for a renewal whose write fails: the Secret keeps the old token meanwhile.
     d.past_renewal("ml");
     d.s.fail_next(Fault::new(503).method("PATCH").path_contains("/secrets/ml"));

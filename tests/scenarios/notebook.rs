@@ -15,7 +15,7 @@ use std::time::Duration;
 use workspace_access_operator::api::NotebookTokenRequest;
 use workspace_access_operator::api::common::*;
 use workspace_access_operator::controller::driver::reconcile;
-use workspace_access_operator::controller::{Context, ManualClock, Settings, SyncEvents};
+use workspace_access_operator::controller::{Clock, Context, ManualClock, Settings, SyncEvents};
 use workspace_access_operator::providers::endpoint::EndpointPolicy;
 
 const NS: &str = "team-a";
@@ -449,6 +449,67 @@ async fn a_spec_change_gets_a_new_token_and_a_deleted_secret_its_token_back_at_o
         secret_value(&e.token_secret("ml"), "accessToken").as_deref(),
         Some("notebook-token-1")
     );
+}
+
+/// A renewal that keeps failing is retried before the token in the Secret expires, however
+/// long the backoff has grown (found by the chaos suite's provider brown-out on a real API
+/// server: with half of the calls failing, a few Secrets held an expired token because the
+/// doubling backoff jumped past the token's last minute).
+#[tokio::test]
+async fn a_failing_renewal_is_retried_before_the_token_expires() {
+    let azure = MockServer::start_async().await;
+    entra_ok(&azure).await;
+    let arm = arm_ok(&azure, "notebook-token-1").await;
+    let e = env();
+    e.s.insert(&ntr("ml", &azure));
+    e.sync("ml").await;
+    let expires = ts(e.status("ml")["expiresAt"].as_str().unwrap());
+    arm.delete_async().await;
+    let failing = arm_fails(
+        &azure,
+        503,
+        json!({"error": {"code": "ServiceUnavailable", "message": "down"}}),
+        None,
+    )
+    .await;
+    // Past the renewal time, 10 minutes before expiry: every retry comes within half the time
+    // the token has left, so it gets many tries in before it runs out.
+    e.clock.set(workspace_access_operator::time::sub(
+        expires,
+        Duration::from_secs(600),
+    ));
+    let (mut tries_before_expiry, mut after_expiry) = (0, Vec::new());
+    while after_expiry.len() < 2 {
+        let now = e.clock.now();
+        let delay = requeue_after(&e.sync("ml").await);
+        if now < expires {
+            tries_before_expiry += 1;
+            let left = workspace_access_operator::time::duration_between(now, expires);
+            assert!(
+                delay <= (left / 2).max(Duration::from_secs(2)),
+                "{delay:?} with {left:?} left"
+            );
+        } else {
+            after_expiry.push(delay);
+        }
+        e.clock.advance(delay);
+        assert!(tries_before_expiry < 40, "the retries reach the expiry");
+    }
+    // Doubling from 2 s alone would have made 8 tries in those 10 minutes (2 s ... 256 s).
+    assert!(
+        tries_before_expiry >= 12,
+        "{tries_before_expiry} tries before expiry"
+    );
+    // Once the token has expired, the backoff is the usual one again: long after a dozen
+    // failures, not the 2 s the cap came down to.
+    assert!(
+        after_expiry[1] >= Duration::from_secs(60),
+        "{after_expiry:?}"
+    );
+    failing
+        .assert_calls_async(tries_before_expiry + after_expiry.len())
+        .await;
+    assert_eq!(ready_of(&e.status("ml")).unwrap().1, "ProviderError");
 }
 
 #[tokio::test]

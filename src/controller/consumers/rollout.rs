@@ -61,6 +61,8 @@ pub fn restart_due(existed: bool, previous: Option<&str>, new: &str) -> bool {
 
 /// The restart-pending mark a write puts on the Secret: `now` when the write changes its data
 /// and the resource has targets, else the mark it already had (a restart still to be made).
+/// Truncated to the second, never rounded up: a restart made right after the write must count
+/// as made after the mark.
 pub fn pending_mark(
     due: bool,
     has_targets: bool,
@@ -68,7 +70,7 @@ pub fn pending_mark(
     now: Timestamp,
 ) -> Option<String> {
     if due && has_targets {
-        Some(rfc3339(now))
+        Some(rfc3339(crate::time::whole_second(now)))
     } else {
         previous.map(str::to_owned)
     }

@@ -47,6 +47,11 @@ fn the_pending_mark_is_set_on_a_change_with_targets_and_otherwise_kept() {
         Some("2026-12-05T10:00:00Z")
     );
     assert_eq!(pending_mark(true, false, None, now), None, "no targets");
+    // Never later than the change: a restart right after it settles it.
+    assert_eq!(
+        pending_mark(true, true, None, ts("2026-12-05T10:00:00.7Z")).as_deref(),
+        Some("2026-12-05T10:00:00Z")
+    );
     assert_eq!(pending_mark(false, true, None, now), None, "no change");
     // A restart still to be made stays marked through writes that change nothing.
     assert_eq!(
