@@ -13,7 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::collections::BTreeMap;
 
 /// What a token kind wants in its Secret.
@@ -43,6 +43,10 @@ pub struct Marks {
 pub enum SecretState {
     /// No Secret of that name exists.
     Absent,
+    /// The watched cache of owned Secrets doesn't hold it: it doesn't exist, or exists without
+    /// the operator's label. Writing it creates it, and only a create that finds it exists
+    /// asks whose it is.
+    Unseen,
     /// The resource owns it; its metadata.
     Owned(Box<ObjectMeta>),
     /// The resource owns it, but someone else changed the token in it and the operator can't
@@ -54,7 +58,7 @@ impl SecretState {
     /// The Secret's metadata, if it exists.
     pub fn meta(&self) -> Option<&ObjectMeta> {
         match self {
-            Self::Absent => None,
+            Self::Absent | Self::Unseen => None,
             Self::Owned(m) | Self::Lost(m) => Some(m),
         }
     }
@@ -77,8 +81,11 @@ pub fn is_owned_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
 }
 
 /// Looks up the Secret `name` for `owner`: from the operator's cache of owned Secrets'
-/// metadata when it has it, else with a metadata-only GET. A Secret that exists but is not
-/// owned by `owner` is [`Error::SecretConflict`].
+/// metadata. A Secret the cache doesn't hold is taken as absent without asking the API server
+/// when the cache is kept by a watch (it may still exist without the operator's label: the
+/// write then creates it, and only if the create says it exists is its ownership checked, see
+/// [`write_secret`]); without a watch (tests, `preview`) a metadata-only GET decides. A Secret
+/// that exists but is not owned by `owner` is [`Error::SecretConflict`].
 pub async fn check_ownership<K: ManagedKind>(
     ctx: &Context,
     owner: &K,
@@ -86,14 +93,35 @@ pub async fn check_ownership<K: ManagedKind>(
 ) -> Result<SecretState, Error> {
     valid_name(name)?;
     let ns = owner.namespace().unwrap_or_default();
+    match ctx.secret_cache.get(&ns, name) {
+        Some(m) => ownership(owner, &ns, name, Some(m)),
+        None if ctx.secret_cache.is_watching() => Ok(SecretState::Unseen),
+        None => check_ownership_uncached(ctx, owner, name).await,
+    }
+}
+
+/// [`check_ownership`] with a metadata-only GET, whatever the cache holds.
+pub async fn check_ownership_uncached<K: ManagedKind>(
+    ctx: &Context,
+    owner: &K,
+    name: &str,
+) -> Result<SecretState, Error> {
+    valid_name(name)?;
+    let ns = owner.namespace().unwrap_or_default();
+    let meta = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_metadata_opt(name)
+        .await?
+        .map(|m| m.metadata);
+    ownership(owner, &ns, name, meta)
+}
+
+fn ownership<K: ManagedKind>(
+    owner: &K,
+    ns: &str,
+    name: &str,
+    meta: Option<ObjectMeta>,
+) -> Result<SecretState, Error> {
     let uid = owner.uid().unwrap_or_default();
-    let meta = match ctx.secret_cache.get(&ns, name) {
-        Some(m) => Some(m),
-        None => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .get_metadata_opt(name)
-            .await?
-            .map(|m| m.metadata),
-    };
     match meta {
         None => Ok(SecretState::Absent),
         Some(m) if is_owned_by(&m, &uid) => Ok(SecretState::Owned(Box::new(m))),
@@ -114,6 +142,96 @@ pub async fn check_ownership<K: ManagedKind>(
             )))
         }
     }
+}
+
+/// A write of a token Secret (see [`write_secret`]).
+pub struct SecretWrite<'a> {
+    /// What the Secret holds (the kind's keys and the templated ones) and the token's times.
+    pub content: &'a SecretContent,
+    /// `spec.secretTemplate`.
+    pub template: Option<&'a SecretTemplate>,
+    /// The operator's marks.
+    pub marks: &'a Marks,
+    /// Keys the operator wrote before and no longer writes (they go, whoever else may also
+    /// have set them).
+    pub stale_keys: &'a [String],
+}
+
+/// Writes a token Secret in the state `state`: one the cache hasn't seen is created (a POST,
+/// the one request a new Secret costs); if the create finds it exists after all (a Secret
+/// without the operator's label, or created meanwhile), its ownership is checked and, if the
+/// resource owns it, it is applied. Others are applied with server-side apply (which creates
+/// one known to be absent). Keys in `stale_keys` still present afterwards are removed.
+/// Returns the written metadata.
+pub async fn write_secret<K: ManagedKind>(
+    ctx: &Context,
+    owner: &K,
+    name: &str,
+    state: &SecretState,
+    write: &SecretWrite<'_>,
+) -> Result<ObjectMeta, Error> {
+    if matches!(state, SecretState::Unseen) {
+        refuse_empty(write.content)?;
+        valid_name(name)?;
+        let secret = build_secret(owner, name, write.content, write.template, write.marks);
+        let ns = owner.namespace().unwrap_or_default();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .create(&params, &secret)
+            .await
+        {
+            Ok(created) => {
+                ctx.metrics.write(K::KIND, "secret");
+                return Ok(created.metadata);
+            }
+            // It exists after all: written below only if the resource owns it (or it was
+            // deleted again meanwhile, and the apply creates it).
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                check_ownership_uncached(ctx, owner, name).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let written =
+        apply_secret_full(ctx, owner, name, write.content, write.template, write.marks).await?;
+    let left: Vec<&String> = write
+        .stale_keys
+        .iter()
+        .filter(|k| written.data.as_ref().is_some_and(|d| d.contains_key(*k)))
+        .collect();
+    if left.is_empty() {
+        return Ok(written.metadata);
+    }
+    let nulls: serde_json::Map<String, serde_json::Value> = left
+        .iter()
+        .map(|k| ((*k).clone(), serde_json::Value::Null))
+        .collect();
+    let ns = owner.namespace().unwrap_or_default();
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let patched = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .patch(
+            name,
+            &params,
+            &Patch::Merge(&serde_json::json!({"data": nulls})),
+        )
+        .await?;
+    ctx.metrics.write(K::KIND, "secret");
+    Ok(patched.metadata)
+}
+
+fn refuse_empty(content: &SecretContent) -> Result<(), Error> {
+    if content.data.is_empty() || content.data.values().all(SecretString::is_empty) {
+        return Err(Error::InvalidSpec(
+            "internal: refusing to write a Secret without a token".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The name goes into the API request path as it is: only a DNS subdomain name (no `/`, no
@@ -207,11 +325,20 @@ pub async fn apply_secret<K: ManagedKind>(
     template: Option<&SecretTemplate>,
     marks: &Marks,
 ) -> Result<ObjectMeta, Error> {
-    if content.data.is_empty() || content.data.values().all(SecretString::is_empty) {
-        return Err(Error::InvalidSpec(
-            "internal: refusing to write a Secret without a token".into(),
-        ));
-    }
+    apply_secret_full(ctx, owner, name, content, template, marks)
+        .await
+        .map(|s| s.metadata)
+}
+
+async fn apply_secret_full<K: ManagedKind>(
+    ctx: &Context,
+    owner: &K,
+    name: &str,
+    content: &SecretContent,
+    template: Option<&SecretTemplate>,
+    marks: &Marks,
+) -> Result<Secret, Error> {
+    refuse_empty(content)?;
     valid_name(name)?;
     let secret = build_secret(owner, name, content, template, marks);
     let ns = owner.namespace().unwrap_or_default();
@@ -220,7 +347,7 @@ pub async fn apply_secret<K: ManagedKind>(
     let patch = Patch::Apply(&secret);
     let written = crate::controller::retry_on_conflict(|| api.patch(name, &params, &patch)).await?;
     ctx.metrics.write(K::KIND, "secret");
-    Ok(written.metadata)
+    Ok(written)
 }
 
 #[cfg(test)]

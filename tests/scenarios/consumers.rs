@@ -767,3 +767,106 @@ async fn a_token_whose_secret_write_failed_is_written_later_without_minting_agai
         Some("tok-2")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A new Secret costs one request
+
+/// Requests about the Secret `name` (path `/secrets/name`, or a create in the namespace).
+fn secret_requests(s: &FakeApiServer, name: &str) -> Vec<String> {
+    let one = format!("/api/v1/namespaces/{NS}/secrets/{name}");
+    let create = format!("/api/v1/namespaces/{NS}/secrets");
+    s.requests()
+        .iter()
+        .filter(|r| {
+            r.path == one
+                || (r.path == create
+                    && r.method == "POST"
+                    && r.body
+                        .as_ref()
+                        .is_some_and(|b| b["metadata"]["name"] == name))
+        })
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_secret_is_created_with_one_request_and_a_foreign_one_is_left_alone() {
+    let (fake, minted) = minting();
+    let fake = Arc::new(fake);
+    let s = server();
+    // A Secret of that name made by someone else, without the operator's label: the watch
+    // of owned Secrets doesn't show it.
+    s.insert(&secret(NS, "taken", &[("precious", "data")]));
+    let mut taken = ntr("other", json!({"secretName": "taken"}));
+    taken.metadata.namespace = Some(NS.into());
+    s.insert(&taken);
+    s.insert(&ntr("ml", json!({})));
+    let running = start(&s, &fake).await;
+    eventually("the new Secret written", || {
+        s.get::<Secret>(NS, "ml").is_some()
+    })
+    .await;
+    eventually("the foreign Secret refused", || {
+        s.get::<NotebookTokenRequest>(NS, "other")
+            .and_then(|o| o.status)
+            .and_then(|st| ready_of(&serde_json::to_value(st).unwrap()))
+            .is_some_and(|r| r.1 == "SecretConflict")
+    })
+    .await;
+    // No read before the create: one POST.
+    assert_eq!(
+        secret_requests(&s, "ml"),
+        vec![format!("POST /api/v1/namespaces/{NS}/secrets -> 201")]
+    );
+    // The foreign one: the create says it exists, one metadata read says whose it is, and
+    // nothing is written to it.
+    let taken_requests = secret_requests(&s, "taken");
+    assert_eq!(
+        taken_requests[..2],
+        [
+            format!("POST /api/v1/namespaces/{NS}/secrets -> 409"),
+            format!("GET /api/v1/namespaces/{NS}/secrets/taken -> 200"),
+        ],
+        "{taken_requests:?}"
+    );
+    assert!(taken_requests.iter().all(|r| !r.starts_with("PATCH")));
+    let kept = s.get::<Secret>(NS, "taken").unwrap();
+    assert_eq!(secret_value(&kept, "precious").as_deref(), Some("data"));
+    assert!(kept.metadata.owner_references.is_none());
+    // (Minted for both: the conflict is found at the write.)
+    assert!(minted.load(Ordering::SeqCst) >= 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn keys_the_operator_no_longer_writes_leave_the_secret() {
+    let (fake, _) = minting();
+    let fake = Arc::new(fake);
+    let s = server();
+    s.insert(&ntr(
+        "ml",
+        json!({"secretTemplate": {"data": {"netrc": "password {{ accessToken }}"}}}),
+    ));
+    let running = start(&s, &fake).await;
+    eventually("Secret written", || {
+        s.get::<Secret>(NS, "ml")
+            .is_some_and(|x| secret_value(&x, "netrc").is_some())
+    })
+    .await;
+    // The Secret was created (not applied); a later write without the templated key and with
+    // only the templated keys still removes what the operator wrote before.
+    s.modify::<NotebookTokenRequest>(NS, "ml", |o| {
+        o["spec"]["secretTemplate"] =
+            json!({"keys": "TemplatedOnly", "data": {"TOKEN": "{{ accessToken }}"}});
+    });
+    eventually("only the templated key left", || {
+        s.get::<Secret>(NS, "ml").is_some_and(|x| {
+            x.data
+                .as_ref()
+                .map(|d| d.keys().cloned().collect::<Vec<_>>())
+                == Some(vec!["TOKEN".to_string()])
+        })
+    })
+    .await;
+    running.stop().await;
+}

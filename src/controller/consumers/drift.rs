@@ -53,6 +53,11 @@ fn parse(fingerprint: &str) -> BTreeMap<&str, &str> {
         .collect()
 }
 
+/// The keys a fingerprint names.
+pub fn keys(fingerprint: &str) -> Vec<String> {
+    parse(fingerprint).into_keys().map(str::to_owned).collect()
+}
+
 /// The keys of `recorded` (a fingerprint) whose value in `actual` differs or is missing.
 pub fn drifted_keys(
     salt: &str,

@@ -28,7 +28,7 @@ use crate::api::common::{
 use crate::controller::driver::{Notice, Synced, renew_request};
 use crate::controller::error::Error;
 use crate::controller::schedule;
-use crate::controller::secret::{Marks, SecretContent, SecretState, apply_secret};
+use crate::controller::secret::{Marks, SecretContent, SecretState, SecretWrite, write_secret};
 use crate::controller::{Context, ManagedKind, object_key};
 use crate::redact::SecretString;
 use jiff::Timestamp;
@@ -194,7 +194,7 @@ impl<K: TokenKind> TokenSecret<K> {
             .tokens
             .current(&object_key(self.obj.as_ref()), generation, now);
         let meta = match state {
-            SecretState::Absent => {
+            SecretState::Absent | SecretState::Unseen => {
                 return match memory {
                     Some(m) => {
                         let held = self.obj.status().and_then(|s| {
@@ -213,9 +213,9 @@ impl<K: TokenKind> TokenSecret<K> {
                                 ),
                             );
                         }
-                        self.restore(&SecretState::Absent, m.content).await
+                        self.restore(&state, m.content).await
                     }
-                    None => Ok(SecretState::Absent),
+                    None => Ok(state),
                 };
             }
             SecretState::Lost(m) => return Ok(SecretState::Lost(m)),
@@ -389,15 +389,28 @@ impl<K: TokenKind> TokenSecret<K> {
             expires_at: content.expires_at,
             renew_at: content.renew_at,
         };
+        // Keys written before and not now (a key the provider left out this time, a template
+        // removed) go, also if the Secret's creation made another manager entry own them.
+        let stale: Vec<String> = previous
+            .and_then(|m| annotation(m, DATA_DIGEST_ANNOTATION))
+            .map(drift::keys)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !written.data.contains_key(k))
+            .collect();
         let ns = self.namespace();
         self.ctx.secret_versions.writing(&ns, &self.name);
-        let result = apply_secret(
+        let result = write_secret(
             &self.ctx,
             obj,
             &self.name,
-            &written,
-            obj.secret_template(),
-            &marks,
+            state,
+            &SecretWrite {
+                content: &written,
+                template: obj.secret_template(),
+                marks: &marks,
+                stale_keys: &stale,
+            },
         )
         .await;
         let version = result

@@ -215,7 +215,7 @@ fn check_names(spec: &crate::api::LivyTokenSpec) -> Result<(), Error> {
 fn recorded(state: &SecretState, generation: Option<i64>) -> Option<RecordedToken> {
     match state {
         SecretState::Owned(m) => schedule::recorded(m, generation),
-        SecretState::Absent | SecretState::Lost(_) => None,
+        SecretState::Absent | SecretState::Unseen | SecretState::Lost(_) => None,
     }
 }
 
