@@ -12,8 +12,8 @@
 //!
 //! Each case prints a table of figures with their targets (and appends them to `CHAOS_REPORT`
 //! as JSON lines) and fails if a figure misses its target. The cases restart shared parts of the
-//! cluster, so run them one at a time (`--test-threads=1`). See
-//! docs/reliability-and-security.md, "Chaos suite", for the cases and the last run's figures.
+//! cluster, so run them one at a time (`--test-threads=1`). See docs/reliability.md for the
+//! cases and the last run's figures.
 
 // A test crate: its helpers unwrap and panic like its tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -3,6 +3,7 @@
 //! `secretTemplate`. It never touches a Secret the resource doesn't own, and never writes an
 //! empty Secret: a failed refresh simply doesn't call it, so the last good Secret stays.
 
+use crate::api::common::HasCommonStatus;
 use crate::api::common::*;
 use crate::controller::error::Error;
 use crate::controller::{Context, ManagedKind};
@@ -81,11 +82,15 @@ pub fn is_owned_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
 }
 
 /// Looks up the Secret `name` for `owner`: from the operator's cache of owned Secrets'
-/// metadata. A Secret the cache doesn't hold is taken as absent without asking the API server
-/// when the cache is kept by a watch (it may still exist without the operator's label: the
-/// write then creates it, and only if the create says it exists is its ownership checked, see
-/// [`write_secret`]); without a watch (tests, `preview`) a metadata-only GET decides. A Secret
-/// that exists but is not owned by `owner` is [`Error::SecretConflict`].
+/// metadata when it holds it. A Secret the cache doesn't hold, for a resource whose status
+/// names no Secret of that name yet (a new resource, or a new `secretName`), is taken as not
+/// seen, without asking the API server, when a watch keeps the cache: the write then creates
+/// it, and only if the create says it exists is its ownership checked (see [`write_secret`]).
+/// Otherwise a metadata-only GET decides: without a watch (tests, `preview`), and for a
+/// Secret the resource wrote before, which the cache may lack (it was deleted; or the watch's
+/// listing missed it: a v1.24 API server was seen to leave out a whole page of a paginated,
+/// label-selected list). A Secret that exists but is not owned by `owner` is
+/// [`Error::SecretConflict`].
 pub async fn check_ownership<K: ManagedKind>(
     ctx: &Context,
     owner: &K,
@@ -93,9 +98,13 @@ pub async fn check_ownership<K: ManagedKind>(
 ) -> Result<SecretState, Error> {
     valid_name(name)?;
     let ns = owner.namespace().unwrap_or_default();
+    let written_before = owner
+        .status()
+        .and_then(|s| s.token_secret_name())
+        .is_some_and(|n| n == name);
     match ctx.secret_cache.get(&ns, name) {
         Some(m) => ownership(owner, &ns, name, Some(m)),
-        None if ctx.secret_cache.is_watching() => Ok(SecretState::Unseen),
+        None if ctx.secret_cache.is_watching() && !written_before => Ok(SecretState::Unseen),
         None => check_ownership_uncached(ctx, owner, name).await,
     }
 }

@@ -28,7 +28,7 @@ pub async fn run_control(var: &str) -> Duration {
     let command = std::env::var(var).unwrap_or_else(|_| {
         panic!(
             "set {var} to the shell command that does this to the control plane in KUBECONFIG \
-             (see docs/reliability-and-security.md, 'Chaos suite')"
+             (see docs/reliability.md, 'Running it')"
         )
     });
     let started = Instant::now();

@@ -870,3 +870,60 @@ async fn keys_the_operator_no_longer_writes_leave_the_secret() {
     .await;
     running.stop().await;
 }
+
+/// Found by the benchmark on a real API server (v1.24): the watch's paginated, label-selected
+/// listing of owned Secrets left out a whole page (the first 500 keys), so after a restart the
+/// cache lacked about 500 Secrets, and treating a cache miss as "not there" minted a token for
+/// each. A Secret the resource wrote before (its status names it) is looked up when the cache
+/// misses it; only a new one is created without a read.
+#[tokio::test]
+async fn a_secret_the_cache_misses_is_looked_up_before_a_token_is_minted() {
+    use workspace_access_operator::api::common::{
+        EXPIRES_AT_ANNOTATION, GENERATION_ANNOTATION, RENEW_AT_ANNOTATION,
+    };
+    let (fake, minted) = minting();
+    let fake = Arc::new(fake);
+    let s = server();
+    let obj = s.insert(&ntr("ml", json!({})));
+    let expires =
+        workspace_access_operator::time::add(jiff::Timestamp::now(), Duration::from_secs(3600));
+    let renew =
+        workspace_access_operator::time::add(jiff::Timestamp::now(), Duration::from_secs(3000));
+    let rfc = workspace_access_operator::time::rfc3339;
+    // The status of the token written before a restart ...
+    s.modify::<NotebookTokenRequest>(NS, "ml", |o| {
+        o["status"] = json!({"secretName": "ml", "expiresAt": rfc(expires), "renewAt": rfc(renew),
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Synced",
+                            "message": "token valid", "lastTransitionTime": rfc(jiff::Timestamp::now()),
+                            "observedGeneration": 1}]});
+    });
+    // ... and its Secret, which the watch's listing doesn't show (here: no managed-by label).
+    let mut held = secret(NS, "ml", &[("accessToken", "tok-held")]);
+    held.metadata.owner_references = Some(vec![
+        workspace_access_operator::controller::secret::owner_reference(&obj),
+    ]);
+    held.metadata.annotations = Some(
+        [
+            (EXPIRES_AT_ANNOTATION.to_string(), rfc(expires)),
+            (RENEW_AT_ANNOTATION.to_string(), rfc(renew)),
+            (GENERATION_ANNOTATION.to_string(), "1".to_string()),
+        ]
+        .into(),
+    );
+    s.insert(&held);
+    let running = start(&s, &fake).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(minted.load(Ordering::SeqCst), 0, "no token minted");
+    assert_eq!(
+        secret_value(&token_secret(&s, "ml"), "accessToken").as_deref(),
+        Some("tok-held")
+    );
+    assert!(
+        s.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == format!("/api/v1/namespaces/{NS}/secrets/ml")),
+        "looked up"
+    );
+    running.stop().await;
+}
