@@ -340,6 +340,8 @@ struct State {
     subs: Vec<Sub>,
     requests: Vec<RecordedRequest>,
     faults: Vec<Fault>,
+    /// See [`FakeApiServer::lose_short_selector_chunks`].
+    lose_short_selector_chunks: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -448,6 +450,7 @@ impl FakeApiServer {
             subs: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            lose_short_selector_chunks: false,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             state.ensure_namespace(ns);
@@ -697,6 +700,15 @@ impl FakeApiServer {
     /// Inject a fault; faults are checked in the order they were added.
     pub fn fail_next(&self, fault: Fault) {
         self.lock().faults.push(fault);
+    }
+
+    /// Behave as a v1.24 API server (etcd 3.4) was seen to: a paginated list (`limit`) with a
+    /// label selector reads the stored objects in chunks of `limit`, and the matches of a chunk
+    /// that doesn't fill the page are lost when more objects follow it (so a watch's initial
+    /// listing of 2,000 labelled Secrets in pages of 500 returned 1,503 of them). Lists without
+    /// a selector or without a limit are complete, as on that server.
+    pub fn lose_short_selector_chunks(&self, on: bool) {
+        self.lock().lose_short_selector_chunks = on;
     }
 
     /// Drop the injected faults that have not struck yet.
@@ -1004,6 +1016,7 @@ impl State {
             subs: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            lose_short_selector_chunks: self.lose_short_selector_chunks,
         }
     }
 
@@ -1142,18 +1155,35 @@ impl State {
             }
             _ => (self.rv, None),
         };
-        let matching: Vec<(&ObjKey, &Stored)> = self
+        let in_range: Vec<(&ObjKey, &Stored)> = self
             .objects
             .iter()
-            .filter(|(k, s)| {
+            .filter(|(k, _)| {
                 rt.is(&k.0, &k.1)
                     && route.namespace.as_deref().is_none_or(|n| k.2 == n)
                     && after
                         .as_ref()
                         .is_none_or(|(ans, aname)| (&k.2, &k.3) > (ans, aname))
-                    && matches_selectors(&s.obj, &labels, &fields)
             })
             .collect();
+        let matches = |s: &Stored| matches_selectors(&s.obj, &labels, &fields);
+        let matching: Vec<(&ObjKey, &Stored)> = match limit {
+            Some(l) if self.lose_short_selector_chunks && !labels.is_empty() => {
+                let mut kept = Vec::new();
+                let chunks: Vec<&[(&ObjKey, &Stored)]> = in_range.chunks(l).collect();
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let hits: Vec<(&ObjKey, &Stored)> =
+                        chunk.iter().filter(|(_, s)| matches(s)).copied().collect();
+                    let last = i + 1 == chunks.len();
+                    if kept.len() + hits.len() < l && !last && kept.is_empty() {
+                        continue; // the chunk's matches are lost
+                    }
+                    kept.extend(hits);
+                }
+                kept
+            }
+            _ => in_range.into_iter().filter(|(_, s)| matches(s)).collect(),
+        };
         let page = limit.map_or(matching.len(), |l| l.min(matching.len()));
         let items: Vec<Value> = matching[..page]
             .iter()
