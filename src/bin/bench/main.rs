@@ -718,10 +718,22 @@ async fn throughput(bench: &mut Bench) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         let window = Duration::from_secs(10);
         let allowed = f64::from(rate.burst) + rate.per_second * window.as_secs_f64();
+        // The rate applies per host and credential: the renewing resources share one
+        // subscription and client, so one bucket; the resources of the throughput run, still
+        // there and re-read by their own schedules, use other buckets.
+        let (busiest, _) =
+            mocks.peak_per_group_since(renew_start, window, Op::ArmNotebookToken, |key| {
+                key.split('/').next().unwrap_or("").to_owned()
+            });
         report.add(
-            "renewal phase: most provider calls in any 10 s window",
-            mocks.peak_calls_since(renew_start, window),
+            "renewal phase: most ARM calls of one credential in any 10 s window",
+            busiest,
             &format!("<= {allowed:.0} (burst + 10 s x QPS)"),
+        );
+        report.add(
+            "renewal phase: most provider calls of all kinds in any 10 s window",
+            mocks.peak_calls_since(renew_start, window),
+            "",
         );
         op
     } else {
