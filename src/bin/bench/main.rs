@@ -570,7 +570,7 @@ async fn throughput(bench: &mut Bench) -> anyhow::Result<()> {
             "{:.0}%",
             100.0 * (ceiling_creates + ceiling).as_secs_f64() / converged.as_secs_f64()
         ),
-        ">= 70%",
+        ">= 85%",
     );
     report.add(
         "provider calls per resource",
