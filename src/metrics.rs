@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Labels of per-kind metrics.
@@ -50,37 +50,39 @@ pub struct WriteLabels {
     pub target: String,
 }
 
-/// Labels of the per-resource gauges.
+/// Labels of the per-resource gauges, also the key of a resource's gauges. The values are
+/// shared: every series of one resource points at the same three strings instead of holding
+/// copies (at 50,000 resources with five series each, the copies were about 30 MB).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
     /// Resource kind.
-    pub kind: String,
+    pub kind: Arc<str>,
     /// The resource's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The resource's name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 /// Labels of the Ready-status gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyLabels {
     /// Resource kind.
-    pub kind: String,
+    pub kind: Arc<str>,
     /// The resource's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The resource's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// A status of the Ready condition: True, False or Unknown.
-    pub condition: String,
+    pub condition: &'static str,
 }
 
 /// Labels of the inventory-size gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InventoryLabels {
     /// The WorkspaceView's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The WorkspaceView's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Fabric or DataRobot.
     pub provider: String,
 }
@@ -122,7 +124,7 @@ pub struct ResourceGauges {
 }
 
 /// (kind, namespace, name) of a resource with gauges.
-type ResourceKey = (String, String, String);
+type ResourceKey = ResourceLabels;
 
 /// Labels of a WorkspaceView's access-change counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -319,18 +321,16 @@ impl Metrics {
         name: &str,
         gauges: ResourceGauges,
     ) {
-        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        let key = resource_key(kind, namespace, name);
         let mut resources = lock(&self.resources);
-        let previous = resources.get(&key).cloned().unwrap_or_default();
-        if previous == gauges && resources.contains_key(&key) {
-            return;
-        }
-        self.unset(&key, &previous, &gauges);
-        let labels = ResourceLabels {
-            kind: key.0.clone(),
-            namespace: key.1.clone(),
-            name: key.2.clone(),
+        // A resource seen before keeps the strings its series already share.
+        let (key, previous) = match resources.get_key_value(&key) {
+            Some((_, previous)) if *previous == gauges => return,
+            Some((known, previous)) => (known.clone(), previous.clone()),
+            None => (key, ResourceGauges::default()),
         };
+        self.unset(&key, &previous, &gauges);
+        let labels = key.clone();
         if let Some(t) = gauges.expires_at {
             self.token_expiration.get_or_create(&labels).set(t);
         }
@@ -360,16 +360,11 @@ impl Metrics {
     /// Removes the series of `previous` that `next` doesn't have, and counts `previous`'s
     /// Ready status out if it differs.
     fn unset(&self, key: &ResourceKey, previous: &ResourceGauges, next: &ResourceGauges) {
-        let labels = ResourceLabels {
-            kind: key.0.clone(),
-            namespace: key.1.clone(),
-            name: key.2.clone(),
-        };
         if previous.expires_at.is_some() && next.expires_at.is_none() {
-            self.token_expiration.remove(&labels);
+            self.token_expiration.remove(key);
         }
         if previous.renew_at.is_some() && next.renew_at.is_none() {
-            self.token_renewal.remove(&labels);
+            self.token_renewal.remove(key);
         }
         if let Some((status, reason)) = &previous.ready {
             if next.ready.is_none() {
@@ -378,7 +373,7 @@ impl Metrics {
                 }
             }
             if next.ready.as_ref() != previous.ready.as_ref() {
-                let labels = readiness_labels(&key.0, status, reason);
+                let labels = readiness_labels(&key.kind, status, reason);
                 let left = self.readiness.get_or_create(&labels).dec() - 1;
                 if left <= 0 {
                     self.readiness.remove(&labels);
@@ -395,7 +390,7 @@ impl Metrics {
 
     /// Removes every gauge of one resource (it was deleted).
     pub fn forget_resource(&self, kind: &str, namespace: &str, name: &str) {
-        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        let key = resource_key(kind, namespace, name);
         let mut resources = lock(&self.resources);
         if let Some(previous) = resources.remove(&key) {
             self.unset(&key, &previous, &ResourceGauges::default());
@@ -411,7 +406,7 @@ impl Metrics {
         let mut resources = lock(&self.resources);
         let gone: Vec<ResourceKey> = resources
             .keys()
-            .filter(|(k, ns, name)| k == kind && !keep(ns, name))
+            .filter(|k| &*k.kind == kind && !keep(&k.namespace, &k.name))
             .cloned()
             .collect();
         for key in gone {
@@ -420,7 +415,7 @@ impl Metrics {
             }
             // Every view with changes counted has gauges (they are set on every status write).
             if kind == WORKSPACE_VIEW {
-                self.forget_inventory_changes(&key.1, &key.2);
+                self.forget_inventory_changes(&key.namespace, &key.name);
             }
         }
     }
@@ -556,12 +551,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ready_labels(key: &ResourceKey, condition: &str) -> ReadyLabels {
+fn resource_key(kind: &str, namespace: &str, name: &str) -> ResourceKey {
+    ResourceLabels {
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+fn ready_labels(key: &ResourceKey, condition: &'static str) -> ReadyLabels {
     ReadyLabels {
-        kind: key.0.clone(),
-        namespace: key.1.clone(),
-        name: key.2.clone(),
-        condition: condition.into(),
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        condition,
     }
 }
 
@@ -575,8 +578,8 @@ fn readiness_labels(kind: &str, condition: &str, reason: &str) -> ReadinessLabel
 
 fn inventory_labels(key: &ResourceKey, provider: &str) -> InventoryLabels {
     InventoryLabels {
-        namespace: key.1.clone(),
-        name: key.2.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
         provider: provider.into(),
     }
 }
