@@ -147,8 +147,9 @@ impl OwnerTriggers {
 
 /// What the watch of owned Secrets does with one event: a Secret deleted, or changed by
 /// someone else (a `resourceVersion` the operator didn't write or check), reconciles its
-/// owner, which repairs it (see [`crate::controller::consumers`]); versions seen when the
-/// watch (re)lists are taken as they are.
+/// owner, which repairs it (see [`crate::controller::consumers`]). A (re)list takes the
+/// versions it shows as they are, except one that differs from the version the operator knew
+/// (changed while the watch was down): that one reconciles its owner too.
 fn on_secret_event(
     versions: &SecretVersions,
     triggers: &OwnerTriggers,
@@ -162,11 +163,13 @@ fn on_secret_event(
             triggers.secret_changed(m, "deleted");
         }
         watcher::Event::InitApply(m) => {
-            versions.listed(
+            if versions.listed(
                 &m.namespace().unwrap_or_default(),
                 &m.name_any(),
                 &version(m),
-            );
+            ) {
+                triggers.secret_changed(m, "changed while the watch was down");
+            }
         }
         watcher::Event::Apply(m) => {
             if !versions.is_own(

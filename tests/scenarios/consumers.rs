@@ -652,6 +652,39 @@ async fn a_secret_edited_by_hand_is_put_back_within_seconds_without_a_new_token(
     running.stop().await;
 }
 
+/// Found in review: a relist of owned Secrets (the watch's history was lost) took an edit
+/// made while the watch was down as it was, so the Secret stayed wrong until the next renewal.
+#[tokio::test]
+async fn a_secret_edited_while_the_watch_was_down_is_put_back_after_the_relist() {
+    use crate::support::fake_api::Fault;
+    let (fake, minted) = minting();
+    let fake = Arc::new(fake);
+    let s = server();
+    s.insert(&netrc_ntr());
+    let running = start(&s, &fake).await;
+    eventually("Secret written", || s.get::<Secret>(NS, "ml").is_some()).await;
+    let written = token_secret(&s, "ml").data.unwrap();
+    // The Secret watch can't come back for a while (the other watches can), and its history
+    // is gone: it relists once it's back.
+    s.fail_next(
+        Fault::new(500)
+            .method("GET")
+            .path_contains("secrets?")
+            .times(2),
+    );
+    s.expire_watch_history();
+    edit_secret(&s, "ml", |d| {
+        d.insert("netrc".into(), b64("password nope\n"));
+    });
+    eventually("the Secret put back", || {
+        s.get::<Secret>(NS, "ml")
+            .is_some_and(|n| n.data.as_ref() == Some(&written))
+    })
+    .await;
+    assert_eq!(minted.load(Ordering::SeqCst), 1, "the same token");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn after_a_restart_the_token_keys_of_the_secret_restore_it_or_a_new_token_is_minted() {
     let (fake, minted) = minting();
@@ -715,6 +748,57 @@ async fn after_a_restart_the_token_keys_of_the_secret_restore_it_or_a_new_token_
         "the same token: no restart"
     );
     third.stop().await;
+}
+
+/// With `keys: TemplatedOnly` a templated key may carry a kind key's name: the Secret then
+/// holds rendered values only, and a restarted operator must not read them back as the token
+/// (found in review: the repair wrote `Bearer Bearer tok-1`). It gets a new token instead.
+#[tokio::test]
+async fn a_templated_only_secret_is_never_read_back_as_the_token() {
+    let (fake, minted) = minting();
+    let fake = Arc::new(fake);
+    let s = server();
+    s.insert(&ntr(
+        "ml",
+        json!({"secretTemplate": {"keys": "TemplatedOnly", "data": {
+            "accessToken": "Bearer {{ accessToken }}",
+            "netrc": "password {{ accessToken }}\n"}}}),
+    ));
+    let first = start(&s, &fake).await;
+    eventually("Secret written", || s.get::<Secret>(NS, "ml").is_some()).await;
+    assert_eq!(
+        secret_value(&token_secret(&s, "ml"), "accessToken").as_deref(),
+        Some("Bearer tok-1")
+    );
+    first.stop().await;
+
+    // A new process (no token in memory); only the other templated key is edited.
+    let second = start(&s, &fake).await;
+    edit_secret(&s, "ml", |d| {
+        d.insert("netrc".into(), b64("password nope\n"));
+    });
+    eventually("the Secret repaired", || {
+        s.get::<Secret>(NS, "ml")
+            .and_then(|n| secret_value(&n, "netrc"))
+            .as_deref()
+            != Some("password nope\n")
+    })
+    .await;
+    let repaired = token_secret(&s, "ml");
+    assert_eq!(
+        minted.load(Ordering::SeqCst),
+        2,
+        "a new token, not the rendered one"
+    );
+    assert_eq!(
+        secret_value(&repaired, "accessToken").as_deref(),
+        Some("Bearer tok-2")
+    );
+    assert_eq!(
+        secret_value(&repaired, "netrc").as_deref(),
+        Some("password tok-2\n")
+    );
+    second.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------

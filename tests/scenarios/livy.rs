@@ -228,6 +228,36 @@ async fn reference_mode_copies_the_token_and_follows_outside_changes() {
     assert_eq!(e.writes(), 0);
 }
 
+/// EMR's times are epoch milliseconds; the Secret's annotations hold whole seconds (rounded to
+/// the nearest). A token expiring at .250 s once made every resync take the token in memory
+/// for one whose write had failed, and write the Secret again.
+#[tokio::test]
+async fn a_token_expiring_between_seconds_is_not_written_again_on_resync() {
+    let e = env().await;
+    e.emr.add_token(
+        WS,
+        LC,
+        "lctk-ms",
+        "team-token",
+        "content-ms-0123456",
+        Duration::from_millis(8 * H * 1000 + 250),
+    );
+    e.s.insert(&resource(&e.emr, "spark", json!({"tokenId": "lctk-ms"})));
+    e.reconcile("spark").await.unwrap();
+    assert_eq!(
+        e.secret("spark-token").metadata.annotations.unwrap()[EXPIRES_AT_ANNOTATION],
+        "2026-11-23T18:00:00Z"
+    );
+    for _ in 0..3 {
+        e.s.clear_requests();
+        e.emr.clear_calls();
+        e.clock.advance(Duration::from_secs(60));
+        e.reconcile("spark").await.unwrap();
+        assert_eq!(e.provider_calls(), 0);
+        assert_eq!(e.writes(), 0, "{:?}", e.s.writes());
+    }
+}
+
 #[tokio::test]
 async fn reference_mode_gone_or_expired_tokens_keep_the_secret() {
     let e = env().await;

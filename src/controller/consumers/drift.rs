@@ -130,11 +130,23 @@ impl SecretVersions {
     }
 
     /// A version seen when the watch (re)listed: it becomes the known one unless the operator
-    /// already knows another (an edit made while the watch was down).
-    pub fn listed(&self, namespace: &str, name: &str, version: &str) {
-        self.lock()
-            .entry(secret_key(namespace, name))
-            .or_insert_with(|| version.to_owned());
+    /// already knows another. Returns whether it knew another: the Secret changed while the
+    /// watch was down, by someone else unless the operator is writing it now.
+    pub fn listed(&self, namespace: &str, name: &str, version: &str) -> bool {
+        let key = secret_key(namespace, name);
+        let other = match self.lock().entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(known) => known.get() != version,
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(version.to_owned());
+                false
+            }
+        };
+        other
+            && !self
+                .writing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key)
     }
 
     /// Whether `version` is the one the operator wrote or checked last.
@@ -314,13 +326,21 @@ mod tests {
     fn versions_are_known_after_a_write_and_a_listing_does_not_overwrite_them() {
         let v = SecretVersions::default();
         assert!(!v.is_known("ns", "s", "10"));
-        v.listed("ns", "s", "10");
+        assert!(
+            !v.listed("ns", "s", "10"),
+            "first seen: nothing to compare with"
+        );
         assert!(v.is_known("ns", "s", "10"));
         v.known_as("ns", "s", "12");
         assert!(v.is_known("ns", "s", "12") && !v.is_known("ns", "s", "10"));
-        // A relist showing an edit made while the watch was down doesn't make it known.
-        v.listed("ns", "s", "15");
+        assert!(!v.listed("ns", "s", "12"), "relisted unchanged");
+        // A relist showing an edit made while the watch was down doesn't make it known, and
+        // says so (its owner is reconciled); not while the operator itself writes it.
+        assert!(v.listed("ns", "s", "15"));
         assert!(!v.is_known("ns", "s", "15"));
+        v.writing("ns", "s");
+        assert!(!v.listed("ns", "s", "15"));
+        v.written("ns", "s", None);
         // While the operator writes, any version is its own; after, only the one written.
         v.writing("ns", "s");
         assert!(v.is_own("ns", "s", "16") && v.is_own("ns", "s", "17"));

@@ -31,6 +31,7 @@ use crate::controller::schedule;
 use crate::controller::secret::{Marks, SecretContent, SecretState, SecretWrite, write_secret};
 use crate::controller::{Context, ManagedKind, object_key};
 use crate::redact::SecretString;
+use crate::time::nearest_second;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -223,9 +224,10 @@ impl<K: TokenKind> TokenSecret<K> {
         };
         let recorded = schedule::recorded(&meta, generation);
         // A token obtained for this generation that the Secret doesn't hold (its write failed):
-        // written now, instead of obtaining another.
+        // written now, instead of obtaining another. The annotations hold times to the nearest
+        // second; a provider's (EMR's) may carry milliseconds, so compare at the seconds.
         if let Some(m) = &memory
-            && recorded.is_none_or(|r| r.expires_at < m.content.expires_at)
+            && recorded.is_none_or(|r| r.expires_at < nearest_second(m.content.expires_at))
         {
             debug!(kind = K::KIND, namespace = %self.namespace(), name = %self.obj.name_any(),
                    "writing the token whose earlier write failed");
@@ -263,7 +265,9 @@ impl<K: TokenKind> TokenSecret<K> {
         }
         let recorded = schedule::recorded(&current, generation);
         let from_memory = memory
-            .filter(|m| recorded.is_some_and(|r| r.expires_at == m.content.expires_at))
+            .filter(|m| {
+                recorded.is_some_and(|r| r.expires_at == nearest_second(m.content.expires_at))
+            })
             .map(|m| m.content);
         let from_secret = || {
             self.rebuilt_from_secret(&actual, &drifted, recorded?.expires_at, recorded?.renew_at)
@@ -313,7 +317,13 @@ impl<K: TokenKind> TokenSecret<K> {
         expires_at: Timestamp,
         renew_at: Timestamp,
     ) -> Option<SecretContent> {
-        if drifted.iter().any(|k| K::SECRET_KEYS.contains(&k.as_str())) {
+        // With `keys: TemplatedOnly` a templated key may carry a kind key's name (e.g. `token:
+        // "Bearer {{ token }}"`): the Secret then holds rendered values, not the token.
+        let templated_only = self
+            .obj
+            .secret_template()
+            .is_some_and(|t| t.keys() == crate::api::common::SecretKeys::TemplatedOnly);
+        if templated_only || drifted.iter().any(|k| K::SECRET_KEYS.contains(&k.as_str())) {
             return None;
         }
         let base: BTreeMap<String, SecretString> = K::SECRET_KEYS
