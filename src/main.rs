@@ -165,7 +165,8 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Which successful syncs publish a Normal Synced event; failures always publish a
-    /// Warning, and a WorkspaceView's AccessChanged events are always published.
+    /// Warning, and AccessChanged, SecretRestored, RolloutRestarted and RolloutRestartFailed
+    /// events are always published.
     #[arg(long, value_enum, default_value_t = SyncEvents::All, value_name = "WHICH")]
     sync_events: SyncEvents,
     /// How long rollout restarts (spec.rolloutRestartTargets) wait after a token changed, so
@@ -208,8 +209,37 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(operator_main())
+}
+
+/// How many malloc arenas glibc may use (`MALLOC_ARENA_MAX` in the environment still wins).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 1;
+
+/// glibc gives threads that find the arenas busy arenas of their own, up to eight per core,
+/// and memory freed in one arena serves only that arena's threads. Measured with the bench at
+/// 10,000 resources (docs/performance.md): steady RSS 120 MiB with glibc's default, 112 MiB
+/// with two arenas, 104 MiB with one, for the same CPU time. The per-thread caches keep one
+/// arena's lock off the hot path at this operator's two runtime threads.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt sets one allocator parameter; called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
+async fn operator_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {

@@ -160,8 +160,8 @@ pub enum SyncEvents {
     All,
     /// Only when the resource becomes Ready (first sync, recovery after a failure).
     Transitions,
-    /// None: no Synced events, only failures (and events a kind publishes for a reason of
-    /// its own, such as a WorkspaceView's AccessChanged). Saves an API-server write per renewal.
+    /// None: no Synced events, only failures (and events published for a reason of their own:
+    /// AccessChanged, SecretRestored, RolloutRestarted). Saves an API-server write per renewal.
     None,
 }
 

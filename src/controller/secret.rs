@@ -3,7 +3,6 @@
 //! `secretTemplate`. It never touches a Secret the resource doesn't own, and never writes an
 //! empty Secret: a failed refresh simply doesn't call it, so the last good Secret stays.
 
-use crate::api::common::HasCommonStatus;
 use crate::api::common::*;
 use crate::controller::error::Error;
 use crate::controller::{Context, ManagedKind};

@@ -11,9 +11,10 @@
 //! The buckets are [`governor`]'s GCRA limiters: a keyed limiter for the credentials' buckets
 //! (the buckets of credentials no longer used are dropped, see [`ProviderLimiter`]) and a
 //! direct limiter per capped host. A call takes a slot from its credential's bucket, then from
-//! its host's cap; a caller without a slot sleeps until governor says one is free and asks
-//! again (governor's `until_key_ready`, on tokio's timer and clock). Reconcile concurrency
-//! bounds how many callers wait for one bucket.
+//! its host's cap; a caller without a slot sleeps until the time governor names for the next
+//! slot and asks again: a loop of its own rather than governor's `until_key_ready`, so that it
+//! sleeps on tokio's timer and reads tokio's clock (which tests pause and advance).
+//! Reconcile concurrency bounds how many callers wait for one bucket.
 
 use crate::redact::SecretString;
 use governor::clock::Clock;

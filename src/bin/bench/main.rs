@@ -275,8 +275,14 @@ async fn main() -> anyhow::Result<()> {
         short_lifetime: args.renewal_lifetime.get(),
     })
     .await?;
+    // Each run once, in the order first named.
     let mut phases = args.phases.clone();
-    phases.dedup();
+    let mut seen = Vec::new();
+    phases.retain(|p| {
+        let first = !seen.contains(p);
+        seen.push(*p);
+        first
+    });
     let mut bench = Bench {
         target: Target {
             base: format!("http://{addr}"),
