@@ -324,11 +324,17 @@ async fn cleanup_and_report<K: Reconciler>(
     }
 }
 
+/// The longest retry delay of a resource without a valid token while its provider fails
+/// (5xx, timeout, connection): a provider outage that ends is noticed within this time.
+const OUTAGE_RETRY_CAP: Duration = Duration::from_secs(60);
+
 /// When to retry after `err`: `None` waits for a change of the resource. While the token in
 /// the resource's Secret is still valid, the retry comes before it expires, at most half the
 /// time it has left (but not sooner than `--base-backoff`), however long the backoff has
 /// grown: a renewal failing again and again gets several more tries in before the token runs
-/// out, and back off normally once it has. A provider's `Retry-After` is still honoured.
+/// out. Without a valid token, a provider outage is retried at least every
+/// [`OUTAGE_RETRY_CAP`]; other failures (refused credentials, missing objects) back off up
+/// to `--max-backoff`. A provider's `Retry-After` is always honoured.
 fn failure_delay<K: ManagedKind>(
     obj: &K,
     ctx: &Context,
@@ -354,6 +360,11 @@ fn failure_delay<K: ManagedKind>(
                 .map(|e| duration_between(now, e));
             Some(match (retry_after, left) {
                 (None, Some(left)) => delay.min((left / 2).max(ctx.settings.base_backoff)),
+                // No valid token (it expired during the outage, or there never was one): the
+                // consumers wait for the provider to come back, so don't wait minutes longer.
+                (None, None) if err.is_outage() => {
+                    delay.min(OUTAGE_RETRY_CAP.max(ctx.settings.base_backoff))
+                }
                 _ => delay,
             })
         }

@@ -170,6 +170,17 @@ impl Error {
         }
     }
 
+    /// Whether the failure is an outage that ends by itself: a provider that failed or could
+    /// not be reached (5xx, timeout, connection). Refused credentials, missing objects and
+    /// throttling are not.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Provider(e) => e.kind == ProviderErrorKind::Unavailable,
+            Error::Reported { source, .. } => source.is_outage(),
+            _ => false,
+        }
+    }
+
     /// Whether the API server refused a write because the resource's namespace is being
     /// deleted (403, cause `NamespaceTerminating`): nothing new can be created there, and the
     /// resource itself is about to go, so there is nothing to report or retry.

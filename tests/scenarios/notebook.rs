@@ -479,7 +479,7 @@ async fn a_failing_renewal_is_retried_before_the_token_expires() {
         Duration::from_secs(600),
     ));
     let (mut tries_before_expiry, mut after_expiry) = (0, Vec::new());
-    while after_expiry.len() < 2 {
+    while after_expiry.len() < 5 {
         let now = e.clock.now();
         let delay = requeue_after(&e.sync("ml").await);
         if now < expires {
@@ -506,10 +506,51 @@ async fn a_failing_renewal_is_retried_before_the_token_expires() {
         after_expiry[1] >= Duration::from_secs(60),
         "{after_expiry:?}"
     );
+    // But the provider is out (503) and the consumers have no valid token: a retry at least
+    // every minute, not the 5 minutes the backoff grows to (found by the chaos suite's
+    // brown-out: two resources whose tokens expired were Ready minutes after it ended).
+    assert!(
+        after_expiry.iter().all(|d| *d <= Duration::from_secs(60)),
+        "{after_expiry:?}"
+    );
     failing
         .assert_calls_async(tries_before_expiry + after_expiry.len())
         .await;
     assert_eq!(ready_of(&e.status("ml")).unwrap().1, "ProviderError");
+}
+
+/// The outage cap is for outages only: refused credentials don't fix themselves within a
+/// minute, so an expired token whose renewal is refused backs off to `--max-backoff`.
+#[tokio::test]
+async fn refused_credentials_back_off_fully_once_the_token_has_expired() {
+    let azure = MockServer::start_async().await;
+    entra_ok(&azure).await;
+    let arm = arm_ok(&azure, "notebook-token-1").await;
+    let e = env();
+    e.s.insert(&ntr("ml", &azure));
+    e.sync("ml").await;
+    let expires = ts(e.status("ml")["expiresAt"].as_str().unwrap());
+    arm.delete_async().await;
+    let _refused = arm_fails(
+        &azure,
+        403,
+        json!({"error": {"code": "AuthorizationFailed", "message": "no role"}}),
+        None,
+    )
+    .await;
+    e.clock.set(expires);
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        let delay = requeue_after(&e.sync("ml").await);
+        delays.push(delay);
+        e.clock.advance(delay);
+    }
+    assert_eq!(ready_of(&e.status("ml")).unwrap().1, "Forbidden");
+    assert_eq!(
+        *delays.last().unwrap(),
+        Duration::from_secs(300),
+        "{delays:?}"
+    );
 }
 
 #[tokio::test]
