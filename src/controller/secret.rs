@@ -204,7 +204,7 @@ pub async fn write_secret<K: ManagedKind>(
         }
     }
     let written =
-        apply_secret_full(ctx, owner, name, write.content, write.template, write.marks).await?;
+        apply_secret(ctx, owner, name, write.content, write.template, write.marks).await?;
     let left: Vec<&String> = write
         .stale_keys
         .iter()
@@ -322,23 +322,10 @@ pub fn build_secret<K: ManagedKind>(
     }
 }
 
-/// Applies the Secret with server-side apply and returns its metadata as written. The caller
-/// has checked ownership with [`check_ownership`]. Refuses empty content, so a bug upstream
-/// can't blank a working Secret.
+/// Applies the Secret with server-side apply and returns it as written. The caller has
+/// checked ownership with [`check_ownership`]. Refuses empty content, so a bug upstream can't
+/// blank a working Secret.
 pub async fn apply_secret<K: ManagedKind>(
-    ctx: &Context,
-    owner: &K,
-    name: &str,
-    content: &SecretContent,
-    template: Option<&SecretTemplate>,
-    marks: &Marks,
-) -> Result<ObjectMeta, Error> {
-    apply_secret_full(ctx, owner, name, content, template, marks)
-        .await
-        .map(|s| s.metadata)
-}
-
-async fn apply_secret_full<K: ManagedKind>(
     ctx: &Context,
     owner: &K,
     name: &str,
