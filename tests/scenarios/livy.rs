@@ -115,6 +115,16 @@ impl Env {
             .unwrap()
     }
 
+    /// A resync `after` the last one: no provider call, no write.
+    async fn assert_quiet_resync(&self, name: &str, after: Duration) {
+        self.s.clear_requests();
+        self.emr.clear_calls();
+        self.clock.advance(after);
+        self.reconcile(name).await.unwrap();
+        assert_eq!(self.provider_calls(), 0);
+        assert_eq!(self.writes(), 0, "{:?}", self.s.writes());
+    }
+
     fn provider_calls(&self) -> usize {
         self.emr.calls().len()
     }
@@ -191,12 +201,8 @@ async fn reference_mode_copies_the_token_and_follows_outside_changes() {
 
     // An unchanged resync (e.g. the operator's own status write, or a resync): no provider
     // call, no write.
-    e.s.clear_requests();
-    e.emr.clear_calls();
-    e.clock.advance(Duration::from_secs(60));
-    e.reconcile("spark").await.unwrap();
-    assert_eq!(e.provider_calls(), 0);
-    assert_eq!(e.writes(), 0, "{:?}", e.s.writes());
+    e.assert_quiet_resync("spark", Duration::from_secs(60))
+        .await;
 
     // The token is refreshed outside the cluster: the next read (refresh interval) brings it.
     e.emr.update_token("lctk-ref1", |t| {
@@ -249,12 +255,8 @@ async fn a_token_expiring_between_seconds_is_not_written_again_on_resync() {
         "2026-11-23T18:00:00Z"
     );
     for _ in 0..3 {
-        e.s.clear_requests();
-        e.emr.clear_calls();
-        e.clock.advance(Duration::from_secs(60));
-        e.reconcile("spark").await.unwrap();
-        assert_eq!(e.provider_calls(), 0);
-        assert_eq!(e.writes(), 0, "{:?}", e.s.writes());
+        e.assert_quiet_resync("spark", Duration::from_secs(60))
+            .await;
     }
 }
 

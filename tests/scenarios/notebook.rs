@@ -110,6 +110,18 @@ async fn arm_fails<'a>(
         .await
 }
 
+/// `ml` synced once (Entra and ARM answering), then ARM's answer taken away: the start of
+/// the tests of failing renewals, which mock ARM's failure themselves.
+async fn synced_then_arm_gone(azure: &MockServer) -> Env {
+    entra_ok(azure).await;
+    let arm = arm_ok(azure, "notebook-token-1").await;
+    let e = env();
+    e.s.insert(&ntr("ml", azure));
+    e.sync("ml").await;
+    arm.delete_async().await;
+    e
+}
+
 struct Env {
     s: FakeApiServer,
     ctx: Arc<Context>,
@@ -458,13 +470,8 @@ async fn a_spec_change_gets_a_new_token_and_a_deleted_secret_its_token_back_at_o
 #[tokio::test]
 async fn a_failing_renewal_is_retried_before_the_token_expires() {
     let azure = MockServer::start_async().await;
-    entra_ok(&azure).await;
-    let arm = arm_ok(&azure, "notebook-token-1").await;
-    let e = env();
-    e.s.insert(&ntr("ml", &azure));
-    e.sync("ml").await;
+    let e = synced_then_arm_gone(&azure).await;
     let expires = ts(e.status("ml")["expiresAt"].as_str().unwrap());
-    arm.delete_async().await;
     let failing = arm_fails(
         &azure,
         503,
@@ -524,13 +531,8 @@ async fn a_failing_renewal_is_retried_before_the_token_expires() {
 #[tokio::test]
 async fn refused_credentials_back_off_fully_once_the_token_has_expired() {
     let azure = MockServer::start_async().await;
-    entra_ok(&azure).await;
-    let arm = arm_ok(&azure, "notebook-token-1").await;
-    let e = env();
-    e.s.insert(&ntr("ml", &azure));
-    e.sync("ml").await;
+    let e = synced_then_arm_gone(&azure).await;
     let expires = ts(e.status("ml")["expiresAt"].as_str().unwrap());
-    arm.delete_async().await;
     let _refused = arm_fails(
         &azure,
         403,
@@ -556,15 +558,10 @@ async fn refused_credentials_back_off_fully_once_the_token_has_expired() {
 #[tokio::test]
 async fn failures_keep_the_old_secret_and_say_why() {
     let azure = MockServer::start_async().await;
-    entra_ok(&azure).await;
-    let arm = arm_ok(&azure, "notebook-token-1").await;
-    let e = env();
-    e.s.insert(&ntr("ml", &azure));
-    e.sync("ml").await;
+    let e = synced_then_arm_gone(&azure).await;
     let good = e.token_secret("ml");
     let good_status = e.status("ml");
     let renew_at = ts(&annotation(&good, RENEW_AT_ANNOTATION));
-    arm.delete_async().await;
 
     // Renewal is due; ARM refuses.
     e.clock.set(renew_at);
